@@ -1,0 +1,1 @@
+"""Datasets in and out: readers, writers and validation. Torch-free."""

@@ -1,0 +1,39 @@
+"""ONNX (fp32): normalisation and the final activation inside, dynamic batch, opset 17."""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from falconet.core.manifest import DETECTION, Manifest
+
+OPSET = 17
+INPUT_NAME = "image"
+
+
+def export(model: torch.nn.Module, manifest: Manifest, package_dir: Path) -> dict[str, Any]:
+    file = "model.onnx"
+    size = manifest.input
+    example = torch.rand(1, 3, size.height, size.width) * 255
+    names = list(manifest.output["names"])
+    dynamic = {INPUT_NAME: {0: "batch"}, **{n: {0: "batch"} for n in names}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model.eval(), (example,), str(Path(package_dir) / file), input_names=[INPUT_NAME],
+                          output_names=names, dynamic_axes=dynamic, opset_version=OPSET, dynamo=False)
+    import onnx
+
+    onnx.checker.check_model(str(Path(package_dir) / file))
+    return {
+        "file": file,
+        "format": "onnx",
+        "precision": "fp32",
+        "opset": OPSET,
+        "input": {"name": INPUT_NAME, "shape": ["batch", 3, size.height, size.width], "layout": "NCHW",
+                  "dtype": "float32", "range": [0, 255]},
+        "outputs": names,
+        "nms_in_graph": False if manifest.task == DETECTION else None,
+        "runtime_backend": "onnx",
+    }

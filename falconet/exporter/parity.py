@@ -1,0 +1,97 @@
+"""Parity: does an exported file answer like the trained network on held-out images?
+
+The comparison runs the full Predictor (same preprocessing, same post-processing) over both
+backends, so what is measured is what a user of the exported file gets.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from falconet.core.boxes import iou_matrix
+from falconet.core.errors import ExportError
+from falconet.core.manifest import DETECTION, Manifest
+from falconet.runtime.predictor import Predictor
+
+#: fp32 files must agree with torch to this (probabilities / scores)
+FP32_TOLERANCE = 1e-4
+#: matched detection boxes must overlap at least this much
+BOX_IOU_MIN = 0.99
+
+
+def parity_images(package_dir: Path, manifest: Manifest, extra: Path | None = None, limit: int = 200) -> list[Path]:
+    """The held-out images recorded in the package (or a folder the user names)."""
+    if extra is not None:
+        from falconet.data.classification import IMAGE_SUFFIXES
+
+        found = sorted(p for p in Path(extra).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    else:
+        split = manifest.training.get("split", {})
+        source = Path(split.get("source") or manifest.training.get("data", {}).get("source", "."))
+        names = split.get("held_out") or [n for fold in split.get("folds", []) for n in fold]
+        found = [p for p in (source / n if not Path(n).is_absolute() else Path(n) for n in names) if p.is_file()]
+    if not found:
+        raise ExportError(
+            "No held-out images are reachable to measure parity (the training data moved?). "
+            "Pass --parity-data DIR with a few representative photos.", code="ParityDataMissing")
+    return found[:limit]
+
+
+def measure(reference: Predictor, candidate: Predictor, images: Sequence[Path]) -> dict[str, Any]:
+    """Agreement figures of ``candidate`` against ``reference`` on ``images``."""
+    if reference.manifest.task == DETECTION:
+        return _detection_parity(reference, candidate, images)
+    diffs, agree = [], 0
+    for start in range(0, len(images), 16):
+        chunk = images[start:start + 16]
+        ref_in = np.stack([reference.preprocess(p) for p in chunk])
+        cand_in = np.stack([candidate.preprocess(p) for p in chunk])
+        a = reference.run(ref_in)[0]
+        b = candidate.run(cand_in)[0]
+        diffs.append(np.abs(a - b).max(axis=1))
+        agree += int((a.argmax(1) == b.argmax(1)).sum())
+    d = np.concatenate(diffs)
+    return {"images": len(images), "top1_agreement": agree / len(images), "max_abs_diff": float(d.max()),
+            "mean_abs_diff": float(d.mean())}
+
+
+def _detection_parity(reference: Predictor, candidate: Predictor, images: Sequence[Path]) -> dict[str, Any]:
+    matched = total = 0
+    worst_iou, worst_score = 1.0, 0.0
+    for path in images:
+        ref = reference.predict(path, threshold=0.05)
+        cand = candidate.predict(path, threshold=0.05)
+        total += len(ref)
+        if not ref or not cand:
+            continue
+        a = np.array([p.bounding_box.to_xyxy() for p in ref])  # type: ignore[union-attr]
+        b = np.array([p.bounding_box.to_xyxy() for p in cand])  # type: ignore[union-attr]
+        ious = iou_matrix(a, b)
+        for i, p in enumerate(ref):
+            same = [j for j, q in enumerate(cand) if q.tag_index == p.tag_index]
+            if not same:
+                continue
+            j = max(same, key=lambda j: ious[i, j])
+            worst_iou = min(worst_iou, float(ious[i, j]))
+            worst_score = max(worst_score, abs(p.probability - cand[j].probability))
+            matched += ious[i, j] >= BOX_IOU_MIN
+    return {"images": len(images), "reference_detections": total, "matched_detections": int(matched),
+            "match_rate": matched / total if total else 1.0, "min_iou": worst_iou, "max_score_diff": worst_score}
+
+
+def check(figures: dict[str, Any], task: str, tolerance: float = FP32_TOLERANCE) -> list[str]:
+    """Problems with the figures ('' list when within tolerance)."""
+    problems = []
+    if task == DETECTION:
+        if figures["match_rate"] < 1.0:
+            problems.append(f"only {figures['matched_detections']}/{figures['reference_detections']} detections matched (IoU >= {BOX_IOU_MIN})")
+        if figures["max_score_diff"] > tolerance:
+            problems.append(f"score difference {figures['max_score_diff']:.2e} > {tolerance:.0e}")
+    else:
+        if figures["top1_agreement"] < 1.0:
+            problems.append(f"top-1 agreement {figures['top1_agreement']:.4f} < 1")
+        if figures["max_abs_diff"] > tolerance:
+            problems.append(f"max probability difference {figures['max_abs_diff']:.2e} > {tolerance:.0e}")
+    return problems

@@ -1,0 +1,1 @@
+"""The torch side: backbones, heads, domains, augmentation, trainers, metrics."""

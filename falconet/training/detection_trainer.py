@@ -1,0 +1,519 @@
+"""Training and torch-side prediction for :mod:`falconet.training.detector`.
+
+Recipe (measured on 2 CPU cores; see the module docstring of the detector for the network):
+
+- images are decoded once (upright, via ``load_image``) and kept in RAM with the longest side at
+  most ``max(512, input_size)``; augmentation runs in the loop with Pillow/numpy: random crop
+  (45-100 % of each side, independent, so aspect jitter too) keeping boxes that stay >= 40 %
+  visible, zoom-out onto a grey canvas (up to 1.6x), optional 2x2 mosaic, stretch-resize to the
+  input size (what the runtime does), horizontal flip, brightness/contrast/saturation jitter.
+- the backbone stages at stride <= 8 are frozen (no gradients: autograd records nothing there),
+  all backbone BatchNorms use their ImageNet statistics (eval mode), channels_last memory format.
+- AdamW (weight decay 0.05, none on norms/biases), backbone lr 4x lower than neck/head, linear
+  warmup then cosine decay defined over the *wall-clock* budget, gradient clipping, and an
+  exponential moving average of the weights whose horizon follows the measured step rate.
+- with a validation set, mAP is computed at a few checkpoints (the clock of the schedule stops
+  while evaluating) and the best checkpoint is returned.
+
+Evaluation inputs go through :func:`falconet.core.preprocess.preprocess` with the stretch
+contract, so training-time figures equal what the runtime will see.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import os
+import random
+import time
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from falconet.core.images import load_image
+from falconet.core.preprocess import InputContract, preprocess
+from falconet.data.types import Box, Sample
+from falconet.training.detector import Detector, build_detector, detection_loss
+
+ProgressFn = Callable[[dict], None]
+
+#: Recipes by mode. "quick" is meant for a 60-120 s budget, "advanced" for minutes.
+RECIPES: dict[str, dict[str, Any]] = {
+    "quick": {
+        "batch_size": 16, "lr_head": 2e-3, "lr_backbone": 5e-4, "weight_decay": 0.05,
+        "warmup": 0.06, "mosaic": 0.0, "zoom_out": 0.25, "checkpoints": (0.75, 1.0),
+    },
+    "advanced": {
+        "batch_size": 16, "lr_head": 2e-3, "lr_backbone": 5e-4, "weight_decay": 0.05,
+        "warmup": 0.04, "mosaic": 0.0, "zoom_out": 0.25, "checkpoints": (0.5, 0.7, 0.85, 1.0),
+    },
+}
+#: Mosaic is switched off for the last part of the schedule so the model ends on whole images.
+MOSAIC_UNTIL = 0.7
+#: The final learning rate as a fraction of the peak.
+FINAL_LR = 0.02
+#: Pre-NMS candidates per image in :func:`predict_detector` (the runtime must match).
+PRE_NMS_TOP_K = 1000
+
+
+# ---------------------------------------------------------------------- data
+
+class _Item:
+    __slots__ = ("image", "boxes", "classes")
+
+    def __init__(self, image: Image.Image, boxes: np.ndarray, classes: np.ndarray) -> None:
+        self.image = image  # upright RGB, longest side <= cache size
+        self.boxes = boxes  # (M, 4) normalised x1 y1 x2 y2, float32
+        self.classes = classes  # (M,) int64
+
+
+def _decode(sample: Sample, index_of: dict[str, int], longest: int) -> _Item:
+    image = load_image(sample.path)
+    scale = longest / max(image.width, image.height)
+    if scale < 1.0:
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        image = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0)
+    boxes, classes = [], []
+    for box in sample.boxes:
+        if box.label not in index_of:
+            continue
+        x1, y1 = max(0.0, min(1.0, box.x1)), max(0.0, min(1.0, box.y1))
+        x2, y2 = max(0.0, min(1.0, box.x2)), max(0.0, min(1.0, box.y2))
+        if x2 - x1 <= 1e-4 or y2 - y1 <= 1e-4:
+            continue
+        boxes.append((x1, y1, x2, y2))
+        classes.append(index_of[box.label])
+    return _Item(image, np.asarray(boxes, dtype=np.float32).reshape(-1, 4), np.asarray(classes, dtype=np.int64))
+
+
+def _crop_boxes(boxes: np.ndarray, classes: np.ndarray, region: tuple[float, float, float, float],
+                min_visible: float = 0.4) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes (normalised to the source) seen through ``region`` (normalised), renormalised to it;
+    a box is kept when at least ``min_visible`` of its area stays inside."""
+    if len(boxes) == 0:
+        return boxes, classes
+    rx1, ry1, rx2, ry2 = region
+    clipped = boxes.copy()
+    clipped[:, 0::2] = np.clip(clipped[:, 0::2], rx1, rx2)
+    clipped[:, 1::2] = np.clip(clipped[:, 1::2], ry1, ry2)
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    seen = (clipped[:, 2] - clipped[:, 0]) * (clipped[:, 3] - clipped[:, 1])
+    keep = seen >= min_visible * np.maximum(area, 1e-12)
+    out = clipped[keep]
+    out[:, 0::2] = (out[:, 0::2] - rx1) / (rx2 - rx1)
+    out[:, 1::2] = (out[:, 1::2] - ry1) / (ry2 - ry1)
+    return out.astype(np.float32), classes[keep]
+
+
+class Augmenter:
+    """Random views of cached images: returns (HWC uint8 array, boxes normalised, classes)."""
+
+    def __init__(self, items: list[_Item], size: int, rng: random.Random, zoom_out: float = 0.25) -> None:
+        self.items = items
+        self.size = size
+        self.rng = rng
+        self.zoom_out = zoom_out
+
+    def _random_region(self, item: _Item, aspect: float | None = None) -> tuple[float, float, float, float]:
+        """A crop region (normalised); tries to keep at least one box when the image has some."""
+        r = self.rng
+        for _ in range(10):
+            if r.random() < 0.15 and aspect is None:
+                region = (0.0, 0.0, 1.0, 1.0)
+            else:
+                w = r.uniform(0.45, 1.0)
+                if aspect is None:
+                    h = r.uniform(0.45, 1.0)
+                else:  # tile aspect in pixels -> normalised height for this image
+                    h = w * item.image.width / item.image.height / aspect
+                    if h > 1.0:
+                        w, h = w / h, 1.0
+                x = r.uniform(0.0, 1.0 - w)
+                y = r.uniform(0.0, 1.0 - h)
+                region = (x, y, x + w, y + h)
+            boxes, _ = _crop_boxes(item.boxes, item.classes, region)
+            if len(item.boxes) == 0 or len(boxes) > 0:
+                return region
+        return (0.0, 0.0, 1.0, 1.0) if aspect is None else region
+
+    def _view(self, item: _Item, out_w: int, out_h: int, aspect_crop: bool) -> tuple[Image.Image, np.ndarray, np.ndarray]:
+        """One crop of ``item`` resized to (out_w, out_h)."""
+        r = self.rng
+        image = item.image
+        if not aspect_crop and r.random() < self.zoom_out:
+            z = r.uniform(1.0, 1.6)
+            inner_w, inner_h = max(1, round(out_w / z)), max(1, round(out_h / z))
+            ox, oy = r.randint(0, out_w - inner_w), r.randint(0, out_h - inner_h)
+            canvas = Image.new("RGB", (out_w, out_h), (124, 116, 104))
+            canvas.paste(image.resize((inner_w, inner_h), Image.Resampling.BILINEAR), (ox, oy))
+            boxes = item.boxes.copy()
+            boxes[:, 0::2] = (boxes[:, 0::2] * inner_w + ox) / out_w
+            boxes[:, 1::2] = (boxes[:, 1::2] * inner_h + oy) / out_h
+            return canvas, boxes, item.classes
+        region = self._random_region(item, aspect=out_w / out_h if aspect_crop else None)
+        box = (region[0] * image.width, region[1] * image.height, region[2] * image.width, region[3] * image.height)
+        view = image.resize((out_w, out_h), Image.Resampling.BILINEAR, box=box)
+        boxes, classes = _crop_boxes(item.boxes, item.classes, region)
+        return view, boxes, classes
+
+    def _mosaic(self) -> tuple[Image.Image, np.ndarray, np.ndarray]:
+        s = self.size
+        r = self.rng
+        cx, cy = round(r.uniform(0.3, 0.7) * s), round(r.uniform(0.3, 0.7) * s)
+        canvas = Image.new("RGB", (s, s))
+        all_boxes, all_classes = [], []
+        for (x0, y0, x1, y1) in ((0, 0, cx, cy), (cx, 0, s, cy), (0, cy, cx, s), (cx, cy, s, s)):
+            w, h = x1 - x0, y1 - y0
+            item = self.items[r.randrange(len(self.items))]
+            view, boxes, classes = self._view(item, w, h, aspect_crop=True)
+            canvas.paste(view, (x0, y0))
+            if len(boxes):
+                b = boxes.copy()
+                b[:, 0::2] = (b[:, 0::2] * w + x0) / s
+                b[:, 1::2] = (b[:, 1::2] * h + y0) / s
+                all_boxes.append(b)
+                all_classes.append(classes)
+        if all_boxes:
+            return canvas, np.concatenate(all_boxes), np.concatenate(all_classes)
+        return canvas, np.zeros((0, 4), np.float32), np.zeros((0,), np.int64)
+
+    def sample(self, index: int, mosaic: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if mosaic:
+            view, boxes, classes = self._mosaic()
+        else:
+            view, boxes, classes = self._view(self.items[index], self.size, self.size, aspect_crop=False)
+        array = np.asarray(view, dtype=np.float32)
+        r = self.rng
+        if r.random() < 0.5:
+            array = array[:, ::-1]
+            if len(boxes):
+                boxes = boxes.copy()
+                boxes[:, [0, 2]] = 1.0 - boxes[:, [2, 0]]
+        array = _colour_jitter(array, r)
+        # drop boxes that became degenerate after cropping (under ~1 px)
+        if len(boxes):
+            keep = ((boxes[:, 2] - boxes[:, 0]) * self.size >= 1.0) & ((boxes[:, 3] - boxes[:, 1]) * self.size >= 1.0)
+            boxes, classes = boxes[keep], classes[keep]
+        return array, boxes, classes
+
+
+def _colour_jitter(array: np.ndarray, r: random.Random, strength: float = 0.3) -> np.ndarray:
+    b = r.uniform(1 - strength, 1 + strength)
+    c = r.uniform(1 - strength, 1 + strength)
+    s = r.uniform(1 - strength, 1 + strength)
+    gray = array @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    out = array * s + gray[..., None] * (1 - s)  # saturation
+    mean = float(gray.mean())
+    out = (out - mean) * c + mean * b  # contrast around the mean, then brightness
+    return np.clip(out, 0.0, 255.0)
+
+
+def _collate(batch: list[tuple[np.ndarray, np.ndarray, np.ndarray]], size: int
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    images = torch.from_numpy(np.stack([b[0] for b in batch])).permute(0, 3, 1, 2)
+    images = images.contiguous(memory_format=torch.channels_last)
+    m = max(1, max(len(b[1]) for b in batch))
+    boxes = torch.zeros((len(batch), m, 4), dtype=torch.float32)
+    labels = torch.full((len(batch), m), -1, dtype=torch.long)
+    for i, (_, bx, cl) in enumerate(batch):
+        if len(bx):
+            boxes[i, : len(bx)] = torch.from_numpy(bx * size)
+            labels[i, : len(cl)] = torch.from_numpy(cl)
+    return images, boxes, labels
+
+
+# ---------------------------------------------------------------------- prediction
+
+def _as_input(image: Any, size: int) -> np.ndarray:
+    if isinstance(image, np.ndarray) and image.dtype == np.float32 and image.ndim == 3 and image.shape[0] == 3:
+        if image.shape[1:] != (size, size):
+            raise ValueError(f"expected a (3, {size}, {size}) array, got {image.shape}")
+        return image
+    return preprocess(image, InputContract(size, size, resize="stretch"))
+
+
+def postprocess(boxes: np.ndarray, scores: np.ndarray, score_threshold: float = 0.01, iou: float = 0.45,
+                max_detections: int = 100, top_k: int = PRE_NMS_TOP_K) -> list[tuple[int, float, float, float, float, float]]:
+    """One image's raw outputs (N, 4), (N, C) -> detections, highest score first.
+
+    Candidates are all (location, class) pairs with score >= ``score_threshold``, the ``top_k``
+    best of them (stable order), then class-aware NMS. The runtime does the same in numpy.
+    """
+    from falconet.core.boxes import class_aware_nms
+
+    loc, cls = np.nonzero(scores >= score_threshold)
+    if loc.size == 0:
+        return []
+    s = scores[loc, cls]
+    if s.size > top_k:
+        order = np.argsort(-s, kind="stable")[:top_k]
+        loc, cls, s = loc[order], cls[order], s[order]
+    b = boxes[loc]
+    keep = class_aware_nms(b, s, cls, iou_threshold=iou, max_detections=max_detections)
+    return [(int(cls[k]), float(s[k]), *(float(v) for v in b[k])) for k in keep]
+
+
+@torch.no_grad()
+def predict_detector(model: Detector, images: Sequence[Any], score_threshold: float = 0.01, iou: float = 0.45,
+                     max_detections: int = 100, batch_size: int = 16
+                     ) -> list[list[tuple[int, float, float, float, float, float]]]:
+    """Detections per image: (class_index, score, x1, y1, x2, y2) normalised, best first.
+
+    ``images`` are float32 (3, S, S) arrays already preprocessed with the stretch contract, or
+    anything :func:`falconet.core.preprocess.preprocess` accepts (paths, bytes, PIL images).
+    """
+    was_training = model.training
+    model.eval()
+    out: list[list[tuple[int, float, float, float, float, float]]] = []
+    try:
+        for start in range(0, len(images), batch_size):
+            chunk = [_as_input(im, model.input_size) for im in images[start:start + batch_size]]
+            x = torch.from_numpy(np.stack(chunk)).contiguous(memory_format=torch.channels_last)
+            boxes, scores = model(x)
+            boxes_np, scores_np = boxes.numpy(), scores.numpy()
+            for i in range(len(chunk)):
+                out.append(postprocess(boxes_np[i], scores_np[i], score_threshold, iou, max_detections))
+    finally:
+        model.train(was_training)
+    return out
+
+
+# ---------------------------------------------------------------------- evaluation
+
+def evaluate_model(model: Detector, images: Sequence[Any], ground_truth: list[list[Box]], labels: list[str]
+                   ) -> dict[str, Any]:
+    """mAP of ``model`` on preprocessed images (or paths) against their boxes."""
+    from falconet.training.metrics.detection import evaluate_detections
+
+    detections = predict_detector(model, images)
+    named = [[(labels[c], s, x1, y1, x2, y2) for (c, s, x1, y1, x2, y2) in dets] for dets in detections]
+    return evaluate_detections(ground_truth, named, labels)
+
+
+# ---------------------------------------------------------------------- training
+
+def _set_threads() -> int:
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS / Windows
+        cores = os.cpu_count() or 1
+    threads = max(1, cores)
+    torch.set_num_threads(threads)
+    return threads
+
+
+def _freeze_backbone_bn(model: Detector) -> None:
+    for m in model.backbone.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
+class _EMA:
+    """Exponential moving average of parameters and float buffers."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.shadow = copy.deepcopy(model).eval()
+        for p in self.shadow.parameters():
+            p.requires_grad_(False)
+        self.updates = 0
+        self.decay = 0.99
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for s, p in zip(self.shadow.state_dict().values(), model.state_dict().values()):
+            if s.dtype.is_floating_point:
+                s.mul_(d).add_(p.detach(), alpha=1 - d)
+            else:
+                s.copy_(p)
+
+
+def _lr_factor(t: float, warmup: float) -> float:
+    """Learning-rate multiplier at fraction ``t`` of the (wall-clock) schedule."""
+    if t < warmup:
+        return 0.1 + 0.9 * t / warmup
+    p = min(1.0, (t - warmup) / max(1e-9, 1 - warmup))
+    return FINAL_LR + (1 - FINAL_LR) * 0.5 * (1 + math.cos(math.pi * p))
+
+
+def train_detector(
+    train: list[Sample],
+    labels: list[str],
+    *,
+    backbone: str = "efficientnet-lite0",
+    input_size: int = 320,
+    budget_s: float,
+    mode: str = "quick",
+    val: list[Sample] | None = None,
+    seed: int = 0,
+    progress: ProgressFn | None = None,
+    pretrained: bool = True,
+    overrides: dict[str, Any] | None = None,
+) -> tuple[Detector, dict[str, Any]]:
+    """Train a detector within ``budget_s`` seconds of wall-clock time (decoding included).
+
+    Returns the model (eval mode, EMA weights of the best checkpoint when ``val`` is given,
+    else of the last step) and a history dict.
+    """
+    if mode not in RECIPES:
+        raise ValueError(f"mode must be one of {sorted(RECIPES)}, got {mode!r}")
+    if not labels:
+        raise ValueError("at least one label is needed")
+    recipe = {**RECIPES[mode], **(overrides or {})}
+    start = time.monotonic()
+    threads = _set_threads()
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+
+    def report(phase: str, step: int, total: int, loss: float | None) -> None:
+        if progress is not None:
+            progress({"phase": phase, "step": step, "total": total, "loss": loss,
+                      "elapsed": time.monotonic() - start})
+
+    # ---- decode once
+    report("decode", 0, len(train), None)
+    index_of = {name: i for i, name in enumerate(labels)}
+    longest = max(512, input_size)
+    items = [_decode(s, index_of, longest) for s in train]
+    if not any(len(it.boxes) for it in items):
+        raise ValueError("no training image has a box with a known label")
+    val_inputs: list[np.ndarray] = []
+    val_truth: list[list[Box]] = []
+    if val:
+        contract = InputContract(input_size, input_size, resize="stretch")
+        val_inputs = [preprocess(s.path, contract).astype(np.uint8) for s in val]  # exact: 0-255 ints
+        val_truth = [[b for b in s.boxes if b.label in index_of] for s in val]
+    decode_s = time.monotonic() - start
+
+    # ---- model
+    model = build_detector(backbone, len(labels), input_size, pretrained=pretrained)
+    frozen = model.frozen_prefix(8)
+    frozen_ids = {id(p) for stage in frozen for p in stage.parameters()}
+    for p in model.parameters():
+        if id(p) in frozen_ids:
+            p.requires_grad_(False)
+    model = model.to(memory_format=torch.channels_last)
+    model.train()
+    _freeze_backbone_bn(model)
+
+    groups: dict[str, list[torch.nn.Parameter]] = {"bb": [], "bb_nd": [], "head": [], "head_nd": []}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        part = "bb" if name.startswith("backbone.") else "head"
+        no_decay = p.ndim <= 1
+        groups[part + ("_nd" if no_decay else "")].append(p)
+    wd = recipe["weight_decay"]
+    optimizer = torch.optim.AdamW([
+        {"params": groups["bb"], "lr": recipe["lr_backbone"], "weight_decay": wd, "peak": recipe["lr_backbone"]},
+        {"params": groups["bb_nd"], "lr": recipe["lr_backbone"], "weight_decay": 0.0, "peak": recipe["lr_backbone"]},
+        {"params": groups["head"], "lr": recipe["lr_head"], "weight_decay": wd, "peak": recipe["lr_head"]},
+        {"params": groups["head_nd"], "lr": recipe["lr_head"], "weight_decay": 0.0, "peak": recipe["lr_head"]},
+    ])
+    ema = _EMA(model)
+
+    # ---- time plan: the schedule's clock runs only while training
+    batch_size = int(recipe["batch_size"])
+    checkpoints = list(recipe["checkpoints"]) if val else [1.0]
+    eval_estimate = (0.08 * len(val_inputs) + 0.5) if val else 0.0  # s per checkpoint, refined later
+    setup_s = time.monotonic() - start
+    train_budget = max(1.0, budget_s - setup_s - eval_estimate * len(checkpoints))
+    augmenter = Augmenter(items, input_size, rng, zoom_out=float(recipe["zoom_out"]))
+    order: list[int] = []
+
+    history: dict[str, Any] = {
+        "mode": mode, "backbone": backbone, "input_size": input_size, "budget_s": budget_s,
+        "threads": threads, "images": len(items), "decode_seconds": round(decode_s, 2),
+        "recipe": {k: (list(v) if isinstance(v, tuple) else v) for k, v in recipe.items()},
+        "checkpoints": [], "loss": [],
+    }
+    train_clock = 0.0
+    step = 0
+    seen = 0
+    est_total = 0
+    best_key: tuple[float, float] | None = None
+    best_state: dict[str, torch.Tensor] | None = None
+    best_info: dict[str, Any] | None = None
+    running: float | None = None
+    next_checkpoint = 0
+
+    while True:
+        t = train_clock / train_budget
+        if t >= checkpoints[next_checkpoint] or (next_checkpoint == len(checkpoints) - 1 and t >= 1.0):
+            # ---- checkpoint
+            info = {"step": step, "epoch": round(seen / len(items), 2), "train_seconds": round(train_clock, 1),
+                    "elapsed": round(time.monotonic() - start, 1)}
+            if val:
+                report("evaluate", step, est_total, running)
+                t_eval = time.monotonic()
+                metrics = evaluate_model(ema.shadow, [v.astype(np.float32) for v in val_inputs], val_truth, labels)
+                eval_s = time.monotonic() - t_eval
+                info.update(map50=round(float(metrics["map50"]), 4), map50_95=round(float(metrics["map50_95"]), 4),
+                            eval_seconds=round(eval_s, 2))
+                key = (float(metrics["map50"]) + 0.1 * float(metrics["map50_95"]), float(step))
+                if best_key is None or key[0] >= best_key[0]:
+                    best_key = key
+                    best_state = {k: v.detach().clone() for k, v in ema.shadow.state_dict().items()}
+                    best_info = info
+                # later checkpoints: give the schedule what the estimate over-reserved
+                remaining = len(checkpoints) - next_checkpoint - 1
+                train_budget = max(train_clock + 1.0, train_budget + (eval_estimate - eval_s) * (remaining + 1)) \
+                    if remaining else train_budget
+                eval_estimate = eval_s
+            history["checkpoints"].append(info)
+            next_checkpoint += 1
+            if next_checkpoint >= len(checkpoints):
+                break
+            continue
+
+        step_start = time.monotonic()
+        lr_scale = _lr_factor(t, float(recipe["warmup"]))
+        for g in optimizer.param_groups:
+            g["lr"] = g["peak"] * lr_scale
+        mosaic_p = float(recipe["mosaic"]) if t < MOSAIC_UNTIL else 0.0
+        batch = []
+        for _ in range(batch_size):
+            if not order:
+                order = list(range(len(items)))
+                rng.shuffle(order)
+            batch.append(augmenter.sample(order.pop(), mosaic=rng.random() < mosaic_p))
+        images, gt_boxes, gt_labels = _collate(batch, input_size)
+        outputs = model.forward_raw(images)
+        loss, parts = detection_loss(model, outputs, gt_boxes, gt_labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 10.0)
+        optimizer.step()
+        ema.update(model)
+        step += 1
+        seen += batch_size
+        value = float(loss.detach())
+        running = value if running is None else 0.9 * running + 0.1 * value
+        train_clock += time.monotonic() - step_start
+        rate = train_clock / step
+        est_total = max(step, int(round(train_budget / rate)))
+        if step == 5 or step % 20 == 0:
+            # EMA horizon ~5 % of the run (half-life), never shorter than a few steps
+            half_life = max(3.0, 0.05 * est_total)
+            ema.decay = 0.5 ** (1.0 / half_life)
+        if step % 5 == 0 or step == 1:
+            history["loss"].append({"step": step, "loss": round(value, 4), **{k: round(v, 4) for k, v in parts.items()}})
+        report("train", step, est_total, running)
+
+    final = ema.shadow
+    if best_state is not None:
+        final.load_state_dict(best_state)
+    final = final.to(memory_format=torch.contiguous_format).eval()
+    for p in final.parameters():
+        p.requires_grad_(True)
+    history.update(
+        steps=step, epochs=round(seen / len(items), 2), train_seconds=round(train_clock, 1),
+        images_per_s=round(seen / max(train_clock, 1e-9), 2), best_checkpoint=best_info,
+        total_seconds=round(time.monotonic() - start, 1), ema_decay=round(ema.decay, 4),
+    )
+    report("done", step, step, running)
+    return final, history

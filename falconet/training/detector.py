@@ -1,0 +1,324 @@
+"""A compact single-stage, anchor-free detector on a registered backbone.
+
+Design (FCOS family, sized for 15-300 training images and a CPU):
+
+- input: float32 RGB 0-255, NCHW, square ``input_size`` (a multiple of 32), dynamic batch. The
+  backbone's mean/std are buffers inside the module, so the exported graph takes plain pixels.
+- backbone stride 8/16/32 maps -> 1x1 laterals to ``width`` channels, top-down nearest-upsample
+  and add, one depthwise-separable 3x3 per level (a light FPN).
+- head: depthwise-separable blocks whose convolutions are shared by the three levels while each
+  level keeps its own BatchNorm (as in EfficientDet), so BN folds into the convolutions on export:
+  one shared block, then one block for the classification branch and one for the box branch.
+  Outputs per location: class logits (C), distances left/top/right/bottom
+  (``exp(scale_level * x) * stride``) and a localisation-quality logit (trained to predict the IoU
+  of the predicted box with its ground truth).
+- decoding is part of the graph and uses only constants: the location centres and strides for the
+  fixed input size are buffers. ``forward`` returns ``(boxes, scores)``: boxes (B, N, 4) normalised
+  x1, y1, x2, y2 clipped to [0, 1]; scores (B, N, C) = sqrt(sigmoid(cls) * sigmoid(quality)).
+  No NMS in the graph: the runtime (and :func:`falconet.training.detection_trainer.predict_detector`)
+  applies class-aware NMS to these outputs.
+
+Everything is Conv2d / BatchNorm2d / ReLU / nearest Resize / Reshape / Concat / Exp / Sigmoid /
+Sqrt / Clip, so it exports to ONNX opset 17-20 and converts to TFLite, OpenVINO and Core ML.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from falconet.training.backbones import BACKBONES, Backbone, create_backbone
+
+STRIDES = (8, 16, 32)
+#: Clamp for the box-regression exponent: exp(8) * 32 px is far beyond any input size.
+_EXP_CLAMP = 8.0
+
+
+class _SepConv(nn.Module):
+    """Depthwise 3x3 + pointwise 1x1, with per-level BatchNorm after the pointwise conv."""
+
+    def __init__(self, c_in: int, c_out: int, levels: int) -> None:
+        super().__init__()
+        self.dw = nn.Conv2d(c_in, c_in, 3, 1, 1, groups=c_in, bias=False)
+        self.pw = nn.Conv2d(c_in, c_out, 1, bias=False)
+        self.bns = nn.ModuleList(nn.BatchNorm2d(c_out) for _ in range(levels))
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor, level: int) -> torch.Tensor:
+        return self.act(self.bns[level](self.pw(self.dw(x))))
+
+
+class Detector(nn.Module):
+    def __init__(
+        self,
+        backbone_name: str,
+        num_classes: int,
+        input_size: int,
+        pretrained: bool = True,
+        width: int = 96,
+    ) -> None:
+        super().__init__()
+        if backbone_name not in BACKBONES:
+            raise ValueError(f"unknown backbone {backbone_name!r}; known: {', '.join(BACKBONES)}")
+        if input_size % 32 or input_size < 64:
+            raise ValueError(f"input_size must be a multiple of 32 and at least 64, got {input_size}")
+        if num_classes < 1:
+            raise ValueError("num_classes must be at least 1")
+        self.backbone_name = backbone_name
+        self.num_classes = int(num_classes)
+        self.input_size = int(input_size)
+        self.width = int(width)
+        spec = BACKBONES[backbone_name]
+        self.register_buffer("mean", torch.tensor(spec.mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("inv_std", 1.0 / torch.tensor(spec.std, dtype=torch.float32).view(1, 3, 1, 1))
+        self.backbone: Backbone = create_backbone(backbone_name, pretrained=pretrained)
+        levels = len(STRIDES)
+        self.laterals = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(c, width, 1, bias=False), nn.BatchNorm2d(width))
+            for c in self.backbone.feature_channels
+        )
+        self.smooth = nn.ModuleList(_SepConv(width, width, 1) for _ in range(levels))
+        self.shared = _SepConv(width, width, levels)
+        self.cls_block = _SepConv(width, width, levels)
+        self.reg_block = _SepConv(width, width, levels)
+        self.cls_out = nn.Conv2d(width, num_classes, 1)
+        self.reg_out = nn.Conv2d(width, 4, 1)
+        self.quality_out = nn.Conv2d(width, 1, 1)
+        self.scales = nn.Parameter(torch.ones(levels))
+        self._init_head()
+
+        sizes = [input_size // s for s in STRIDES]
+        self.level_sizes = tuple(sizes)
+        centres, strides = [], []
+        for s, n in zip(STRIDES, sizes):
+            coords = (torch.arange(n, dtype=torch.float32) + 0.5) * s
+            yy, xx = torch.meshgrid(coords, coords, indexing="ij")
+            centres.append(torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=1))
+            strides.append(torch.full((n * n, 1), float(s)))
+        # (N, 4) = (cx, cy, cx, cy) in pixels, and (N, 1) stride per location
+        centre = torch.cat(centres)
+        self.register_buffer("centres", torch.cat([centre, centre], dim=1))
+        self.register_buffer("anchor_strides", torch.cat(strides))
+        self.num_anchors = int(self.centres.shape[0])
+
+    # ------------------------------------------------------------------ construction helpers
+
+    def _init_head(self) -> None:
+        for module in [self.laterals, self.smooth, self.shared, self.cls_block, self.reg_block]:
+            for m in module.modules():
+                if isinstance(m, nn.Conv2d):
+                    nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        for conv in (self.cls_out, self.reg_out, self.quality_out):
+            nn.init.normal_(conv.weight, std=0.01)
+            nn.init.zeros_(conv.bias)
+        nn.init.constant_(self.cls_out.bias, -math.log((1 - 0.01) / 0.01))
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "architecture": "falconet-fcos-v1",
+            "backbone": self.backbone_name,
+            "num_classes": self.num_classes,
+            "input_size": self.input_size,
+            "width": self.width,
+            "strides": list(STRIDES),
+            "outputs": {
+                "boxes": "(batch, N, 4) normalised x1, y1, x2, y2 in [0, 1]",
+                "scores": "(batch, N, num_classes) per-class probability in [0, 1]",
+            },
+            "num_anchors": self.num_anchors,
+        }
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any], pretrained: bool = False) -> "Detector":
+        return cls(cfg["backbone"], int(cfg["num_classes"]), int(cfg["input_size"]),
+                   pretrained=pretrained, width=int(cfg.get("width", 96)))
+
+    # ------------------------------------------------------------------ forward
+
+    def _levels(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = (x - self.mean) * self.inv_std
+        feats = self.backbone(x)
+        lat = [layer(f) for layer, f in zip(self.laterals, feats)]
+        p5 = lat[2]
+        p4 = lat[1] + F.interpolate(p5, scale_factor=2.0, mode="nearest")
+        p3 = lat[0] + F.interpolate(p4, scale_factor=2.0, mode="nearest")
+        return [self.smooth[i](p, 0) for i, p in enumerate((p3, p4, p5))]
+
+    def forward_raw(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Training outputs: class logits (B, N, C), distances l,t,r,b in pixels (B, N, 4),
+        quality logits (B, N, 1)."""
+        cls_all, reg_all, q_all = [], [], []
+        for level, p in enumerate(self._levels(x)):
+            hw = self.level_sizes[level] ** 2
+            f = self.shared(p, level)
+            c = self.cls_block(f, level)
+            r = self.reg_block(f, level)
+            # reshape with constant sizes (-1 = batch): no Shape ops in the exported graph
+            cls_all.append(self.cls_out(c).permute(0, 2, 3, 1).reshape(-1, hw, self.num_classes))
+            reg = torch.clamp(self.reg_out(r) * self.scales[level], -_EXP_CLAMP, _EXP_CLAMP)
+            reg_all.append((torch.exp(reg) * STRIDES[level]).permute(0, 2, 3, 1).reshape(-1, hw, 4))
+            q_all.append(self.quality_out(r).permute(0, 2, 3, 1).reshape(-1, hw, 1))
+        return torch.cat(cls_all, 1), torch.cat(reg_all, 1), torch.cat(q_all, 1)
+
+    def decode(self, ltrb: torch.Tensor) -> torch.Tensor:
+        """Distances (B, N, 4) in pixels -> boxes x1, y1, x2, y2 in pixels (unclipped)."""
+        sign = torch.tensor([-1.0, -1.0, 1.0, 1.0], dtype=ltrb.dtype, device=ltrb.device)
+        return self.centres + ltrb * sign
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        cls, ltrb, quality = self.forward_raw(x)
+        boxes = torch.clamp(self.decode(ltrb) * (1.0 / self.input_size), 0.0, 1.0)
+        scores = torch.sqrt(torch.sigmoid(cls) * torch.sigmoid(quality))
+        return boxes, scores
+
+    # ------------------------------------------------------------------ training helpers
+
+    def frozen_prefix(self, max_stride: int = 8) -> list[nn.Module]:
+        """Backbone stage modules whose output stride is <= ``max_stride`` (in order).
+
+        Found by probing: the stride of a stage is the stride of the last convolution inside it.
+        Works for every registered backbone without knowing its layout.
+        """
+        stages = self.backbone.stage_modules()
+        strides: dict[int, int] = {}
+        hooks = []
+        size = 64
+        for index, stage in enumerate(stages):
+            for m in stage.modules():
+                if isinstance(m, nn.Conv2d):
+                    def hook(_m, _inp, out, index=index):  # noqa: ANN001
+                        strides[index] = size // out.shape[-1]
+                    hooks.append(m.register_forward_hook(hook))
+        was_training = self.backbone.training
+        self.backbone.eval()
+        with torch.no_grad():
+            self.backbone(torch.zeros(1, 3, size, size))
+        self.backbone.train(was_training)
+        for h in hooks:
+            h.remove()
+        prefix = []
+        for index, stage in enumerate(stages):
+            if index not in strides or strides[index] > max_stride:
+                break
+            prefix.append(stage)
+        return prefix
+
+
+def build_detector(backbone: str, num_classes: int, input_size: int, pretrained: bool = True) -> Detector:
+    """A detector for ``num_classes`` classes at a square ``input_size`` (multiple of 32)."""
+    return Detector(backbone, num_classes, input_size, pretrained=pretrained)
+
+
+# ---------------------------------------------------------------------- losses
+
+def box_iou_pairs(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-7) -> tuple[torch.Tensor, torch.Tensor]:
+    """IoU and GIoU of paired boxes (..., 4) x1y1x2y2."""
+    lt = torch.maximum(a[..., :2], b[..., :2])
+    rb = torch.minimum(a[..., 2:], b[..., 2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)
+    area_a = (a[..., 2:] - a[..., :2]).clamp(min=0).prod(-1)
+    area_b = (b[..., 2:] - b[..., :2]).clamp(min=0).prod(-1)
+    union = area_a + area_b - inter + eps
+    iou = inter / union
+    elt = torch.minimum(a[..., :2], b[..., :2])
+    erb = torch.maximum(a[..., 2:], b[..., 2:])
+    enclose = (erb - elt).clamp(min=0).prod(-1) + eps
+    return iou, iou - (enclose - union) / enclose
+
+
+#: Object size (max distance from a location to a box side, in pixels) each level is responsible
+#: for, as multiples of its stride. The ranges overlap, so a box near a boundary trains two levels:
+#: more positives per box, which matters when there are only a few dozen boxes per tag.
+_RANGE_IN_STRIDES = ((0.0, 10.0), (3.0, 10.0), (3.0, math.inf))
+_CENTRE_RADIUS = 1.5
+
+
+@torch.no_grad()
+def assign_targets(
+    model: Detector, gt_boxes: torch.Tensor, gt_labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """FCOS assignment with centre sampling and overlapping size ranges.
+
+    gt_boxes (B, M, 4) in pixels, gt_labels (B, M) with -1 for padding.
+    Returns matched ground-truth index per location (B, N), -1 for background, and the
+    foreground mask (B, N).
+    """
+    b, m = gt_labels.shape
+    n = model.num_anchors
+    if m == 0:
+        return torch.full((b, n), -1, dtype=torch.long), torch.zeros((b, n), dtype=torch.bool)
+    cx = model.centres[:, 0].view(1, n, 1)
+    cy = model.centres[:, 1].view(1, n, 1)
+    stride = model.anchor_strides.view(1, n, 1)
+    x1, y1, x2, y2 = (gt_boxes[..., i].unsqueeze(1) for i in range(4))  # (B, 1, M)
+    l, t, r, bt = cx - x1, cy - y1, x2 - cx, y2 - cy
+    ltrb = torch.stack([l, t, r, bt], -1)  # (B, N, M, 4)
+    inside = ltrb.min(-1).values > 0
+    gcx, gcy = (x1 + x2) / 2, (y1 + y2) / 2
+    radius = _CENTRE_RADIUS * stride
+    near_centre = ((cx - gcx).abs() < radius) & ((cy - gcy).abs() < radius)
+    lo = torch.cat([torch.full((s_n * s_n,), lo_r * s) for s, s_n, (lo_r, _) in
+                    zip(STRIDES, model.level_sizes, _RANGE_IN_STRIDES)]).view(1, n, 1)
+    hi = torch.cat([torch.full((s_n * s_n,), hi_r * s) for s, s_n, (_, hi_r) in
+                    zip(STRIDES, model.level_sizes, _RANGE_IN_STRIDES)]).view(1, n, 1)
+    reach = ltrb.max(-1).values
+    in_range = (reach >= lo) & (reach <= hi)
+    valid_gt = (gt_labels >= 0).unsqueeze(1)
+    ok = inside & near_centre & in_range & valid_gt
+    area = ((x2 - x1) * (y2 - y1)).expand(b, n, m)
+    cost = torch.where(ok, area, torch.full_like(area, math.inf))
+    best_cost, best = cost.min(-1)
+    fg = torch.isfinite(best_cost)
+    match = torch.where(fg, best, torch.full_like(best, -1))
+    # a box that no location claimed (very small or thin): give it the nearest location centre
+    # among those inside it, or the nearest overall on the finest level
+    claimed = (match.unsqueeze(-1) == torch.arange(m).view(1, 1, m)).any(1)  # (B, M)
+    for bi in range(b):
+        for gi in range(m):
+            if gt_labels[bi, gi] < 0 or claimed[bi, gi]:
+                continue
+            d = (cx[0, :, 0] - gcx[bi, 0, gi]) ** 2 + (cy[0, :, 0] - gcy[bi, 0, gi]) ** 2
+            d = d + torch.where(inside[bi, :, gi], 0.0, 1e6)
+            j = int(d.argmin())
+            match[bi, j] = gi
+            fg[bi, j] = True
+    return match, fg
+
+
+def detection_loss(
+    model: Detector,
+    outputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    gt_boxes: torch.Tensor,
+    gt_labels: torch.Tensor,
+    box_weight: float = 2.0,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Sigmoid focal loss (classes), GIoU (boxes) and BCE to the IoU (quality branch)."""
+    cls, ltrb, quality = outputs
+    match, fg = assign_targets(model, gt_boxes, gt_labels)
+    num_pos = max(1.0, float(fg.sum()))
+    target = torch.zeros_like(cls)
+    if fg.any():
+        bi, ai = fg.nonzero(as_tuple=True)
+        target[bi, ai, gt_labels[bi, match[bi, ai]]] = 1.0
+    p = torch.sigmoid(cls)
+    ce = F.binary_cross_entropy_with_logits(cls, target, reduction="none")
+    p_t = p * target + (1 - p) * (1 - target)
+    alpha_t = 0.25 * target + 0.75 * (1 - target)
+    loss_cls = (alpha_t * ce * (1 - p_t) ** 2).sum() / num_pos
+    if fg.any():
+        pred = model.decode(ltrb)[bi, ai]
+        gt = gt_boxes[bi, match[bi, ai]]
+        iou, giou = box_iou_pairs(pred, gt)
+        loss_box = (1 - giou).mean()
+        loss_q = F.binary_cross_entropy_with_logits(quality[bi, ai, 0], iou.detach().clamp(0, 1))
+        mean_iou = float(iou.detach().mean())
+    else:
+        loss_box = ltrb.sum() * 0.0
+        loss_q = quality.sum() * 0.0
+        mean_iou = 0.0
+    total = loss_cls + box_weight * loss_box + loss_q
+    return total, {"cls": float(loss_cls), "box": float(loss_box), "quality": float(loss_q),
+                   "iou": mean_iou, "positives": num_pos}

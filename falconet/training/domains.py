@@ -1,0 +1,81 @@
+"""Domains: named recipes. A domain says honestly what it is: backbone, input size, schedule.
+
+None of these backbones was pretrained on anything but ImageNet-1k; a domain's name describes
+the trade-off it makes (size and speed against accuracy), not special data it has seen.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from falconet.core.errors import FalconetError
+
+
+@dataclass(frozen=True)
+class Domain:
+    name: str
+    kind: str  # "classification" or "detection"
+    backbone: str
+    input_size: int
+    summary: str
+    compact: bool = True
+    #: quick mode: augmented views per image for the frozen-feature head
+    quick_views: int = 4
+    #: advanced mode default budget in seconds when none is given
+    default_budget_s: float = 600.0
+    export_targets: tuple[str, ...] = ("onnx",)
+    #: Custom Vision domain id this one stands in for (the service's catalogue uses it)
+    custom_vision_id: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+DOMAINS: dict[str, Domain] = {
+    d.name: d
+    for d in [
+        Domain(
+            "general-compact", "classification", "efficientnet-lite0", 224,
+            "EfficientNet-Lite0 at 224 px (ImageNet-1k weights): small (~13 MB fp32) and fast on CPUs "
+            "and phones; exportable to every target. The default.",
+            custom_vision_id="0732100f-1a38-4e49-a514-c9b44c697ab5",
+        ),
+        Domain(
+            "general-compact-mobilenet", "classification", "mobilenet-v2", 224,
+            "MobileNetV2 at 224 px (ImageNet-1k weights): the fastest and smallest (~9 MB fp32); "
+            "use it on slow devices.",
+        ),
+        Domain(
+            "general", "classification", "efficientnet-lite2", 260,
+            "EfficientNet-Lite2 at 260 px (ImageNet-1k weights): more accurate, about 2.5x the "
+            "compute of general-compact; still exportable.",
+            compact=False,
+            custom_vision_id="ee85a74c-405e-4adc-bb47-ffa8ca0c9f31",
+        ),
+        Domain(
+            "general-compact-detection", "detection", "efficientnet-lite0", 320,
+            "Anchor-free single-stage detector on EfficientNet-Lite0 at 320 px (ImageNet-1k backbone "
+            "weights, detection head trained from your boxes); exportable.",
+            custom_vision_id="a27d5ca5-bb19-49d8-a70a-fec086c47f5b",
+        ),
+        Domain(
+            "general-detection", "detection", "efficientnet-lite2", 416,
+            "The same detector on EfficientNet-Lite2 at 416 px: better on small objects, ~3x slower.",
+            compact=False,
+            custom_vision_id="da2e3a8a-40a5-4171-82f4-58522f70fbc1",
+        ),
+    ]
+}
+
+#: The names users type (``--domain general-compact``) map per task kind to a domain.
+_ALIASES = {
+    ("detection", "general-compact"): "general-compact-detection",
+    ("detection", "general"): "general-detection",
+}
+
+
+def get_domain(name: str, kind: str) -> Domain:
+    """The domain called ``name`` for a classification or detection project."""
+    resolved = _ALIASES.get((kind, name), name)
+    domain = DOMAINS.get(resolved)
+    if domain is None or domain.kind != kind:
+        known = sorted({n for (k, n) in _ALIASES if k == kind} | {d.name for d in DOMAINS.values() if d.kind == kind})
+        raise FalconetError(f"Unknown {kind} domain {name!r}; choose one of: {', '.join(known)}.", code="BadRequestDomainInvalid", status=400)
+    return domain

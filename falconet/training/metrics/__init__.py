@@ -1,0 +1,1 @@
+"""Evaluation metrics, numpy only, so the server can recompute them at any threshold."""

@@ -1,0 +1,124 @@
+"""The compact detector: shapes and ranges, a few training steps, ONNX parity.
+
+Synthetic data (coloured rectangles on noise) and random weights keep it fast; the accuracy of
+the real recipe is measured in benchmarks/, not here.
+"""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from falconet.data.types import Box, Sample
+from falconet.training.detection_trainer import postprocess, predict_detector, train_detector
+from falconet.training.detector import Detector, build_detector
+
+SIZE = 64
+LABELS = ["red", "blue"]
+
+
+def _synthetic(tmp_path, count: int = 10, seed: int = 0) -> list[Sample]:
+    rng = random.Random(seed)
+    np_rng = np.random.default_rng(seed)
+    samples = []
+    for i in range(count):
+        w, h = rng.randint(80, 120), rng.randint(80, 120)
+        pixels = np_rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        boxes = []
+        for label in rng.sample(LABELS, rng.randint(1, 2)):
+            bw, bh = rng.randint(w // 4, w // 2), rng.randint(h // 4, h // 2)
+            x, y = rng.randint(0, w - bw), rng.randint(0, h - bh)
+            pixels[y:y + bh, x:x + bw] = (230, 30, 30) if label == "red" else (30, 30, 230)
+            boxes.append(Box(label, x / w, y / h, (x + bw) / w, (y + bh) / h))
+        path = tmp_path / f"img{i}.png"
+        Image.fromarray(pixels).save(path)
+        samples.append(Sample(path, boxes=boxes, width=w, height=h))
+    return samples
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    samples = _synthetic(tmp_path_factory.mktemp("det"))
+    torch.manual_seed(0)
+    model, history = train_detector(
+        samples, LABELS, backbone="efficientnet-lite0", input_size=SIZE, budget_s=6.0, mode="quick",
+        val=samples[:4], pretrained=False, overrides={"batch_size": 8, "warmup": 0.1},
+    )
+    return model, history, samples
+
+
+def test_outputs_have_documented_shapes_and_ranges():
+    model = build_detector("efficientnet-lite0", 2, SIZE, pretrained=False).eval()
+    n = sum((SIZE // s) ** 2 for s in (8, 16, 32))
+    with torch.no_grad():
+        boxes, scores = model(torch.rand(3, 3, SIZE, SIZE) * 255)
+    assert boxes.shape == (3, n, 4) and scores.shape == (3, n, 2)
+    assert float(boxes.min()) >= 0.0 and float(boxes.max()) <= 1.0
+    assert float(scores.min()) >= 0.0 and float(scores.max()) <= 1.0
+    assert model.input_size == SIZE and model.num_classes == 2 and model.backbone_name == "efficientnet-lite0"
+
+
+def test_rebuilds_from_config():
+    model = build_detector("mobilenet-v2", 3, 96, pretrained=False).eval()
+    clone = Detector.from_config(model.config())
+    clone.load_state_dict(model.state_dict())
+    clone.eval()
+    x = torch.rand(1, 3, 96, 96) * 255
+    with torch.no_grad():
+        a, b = model(x), clone(x)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_training_lowers_the_loss(trained):
+    model, history, _ = trained
+    losses = [r["loss"] for r in history["loss"]]
+    assert history["steps"] >= 10, history
+    assert np.mean(losses[-3:]) < np.mean(losses[:2]), losses
+    assert history["checkpoints"] and "map50" in history["checkpoints"][-1]
+    assert not model.training
+
+
+def test_predict_gives_sorted_normalised_detections(trained):
+    model, _, samples = trained
+    results = predict_detector(model, [s.path for s in samples[:3]], score_threshold=0.0, max_detections=5)
+    assert len(results) == 3
+    for dets in results:
+        assert len(dets) == 5
+        scores = [d[1] for d in dets]
+        assert scores == sorted(scores, reverse=True)
+        for c, s, x1, y1, x2, y2 in dets:
+            assert c in (0, 1) and 0.0 <= s <= 1.0
+            assert 0.0 <= x1 <= x2 <= 1.0 and 0.0 <= y1 <= y2 <= 1.0
+
+
+def test_onnx_export_matches_torch(trained, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    model, _, samples = trained
+    path = tmp_path / "det.onnx"
+    torch.onnx.export(
+        model, (torch.zeros(1, 3, SIZE, SIZE),), str(path), dynamo=False, opset_version=17,
+        input_names=["image"], output_names=["boxes", "scores"],
+        dynamic_axes={"image": {0: "batch"}, "boxes": {0: "batch"}, "scores": {0: "batch"}},
+    )
+    graph = onnx.load(str(path)).graph
+    # decoding uses precomputed constants only: nothing in the graph depends on the input's shape
+    assert not [n.op_type for n in graph.node if n.op_type in ("Shape", "NonZero", "NonMaxSuppression")]
+    x = np.random.default_rng(1).uniform(0, 255, (3, 3, SIZE, SIZE)).astype(np.float32)
+    with torch.no_grad():
+        tb, ts = (t.numpy() for t in model(torch.from_numpy(x)))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    ob, os_ = session.run(None, {"image": x})
+    assert ob.shape == tb.shape and os_.shape == ts.shape
+    np.testing.assert_allclose(ob, tb, atol=1e-4)
+    np.testing.assert_allclose(os_, ts, atol=1e-4)
+    # the same post-processing on both outputs gives the same detections
+    for i in range(len(x)):
+        a = postprocess(tb[i], ts[i], score_threshold=0.05)
+        b = postprocess(ob[i], os_[i], score_threshold=0.05)
+        assert [d[0] for d in a] == [d[0] for d in b]
+        np.testing.assert_allclose(np.array([d[1:] for d in a]).reshape(-1, 5),
+                                   np.array([d[1:] for d in b]).reshape(-1, 5), atol=1e-4)
