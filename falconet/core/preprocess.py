@@ -61,7 +61,7 @@ class InputContract:
 def describe(contract: InputContract) -> str:
     """Plain words for app developers who reimplement the steps."""
     step = (
-        "crop the largest centred square, then resize it"
+        "crop the largest centred square (left = (width - side) // 2, top = (height - side) // 2), then resize it"
         if contract.resize == CENTER_CROP
         else "resize the whole image (aspect ratio not kept)"
     )
@@ -78,14 +78,16 @@ def crop_box(width: int, height: int, contract: InputContract) -> tuple[float, f
     if contract.resize == STRETCH:
         return (0.0, 0.0, float(width), float(height))
     side = min(width, height)
-    left = (width - side) / 2.0
-    top = (height - side) / 2.0
-    return (left, top, left + side, top + side)
+    left = (width - side) // 2
+    top = (height - side) // 2
+    return (float(left), float(top), float(left + side), float(top + side))
 
 
 def resize_for_model(image: Image.Image, contract: InputContract) -> Image.Image:
-    box = crop_box(image.width, image.height, contract)
-    return image.resize((contract.width, contract.height), Image.Resampling.BILINEAR, box=box)
+    """Crop to whole pixels first, then resize: the two steps an app reimplements exactly."""
+    if contract.resize == CENTER_CROP and image.width != image.height:
+        image = image.crop(tuple(int(v) for v in crop_box(image.width, image.height, contract)))
+    return image.resize((contract.width, contract.height), Image.Resampling.BILINEAR)
 
 
 def preprocess(source: ImageInput, contract: InputContract) -> np.ndarray:

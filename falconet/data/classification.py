@@ -90,9 +90,10 @@ def _read_folders(root: Path, issues: list[Issue]) -> list[tuple[Path, list[str]
             issues.append(Issue("untagged-folder", str(folder), f"'{folder.name}' is taken as untagged images, not a tag; they are not used for training.", "info"))
             continue
         files = sorted(p for p in folder.rglob("*") if _is_image_file(p))
-        if not files and any(p.is_dir() for p in folder.iterdir()):
+        direct = [p for p in folder.iterdir() if _is_image_file(p)]
+        if not direct and any(p.is_dir() for p in folder.iterdir()):
             raise DatasetError(
-                f"{folder} holds folders but no images: {root} looks like a folder of splits. "
+                f"{folder} holds folders but no images of its own: {root} looks like a folder of splits. "
                 f"Pass the training folder and give the validation folder with --val.",
                 code="UnknownDatasetFormat",
             )

@@ -29,7 +29,7 @@ from falconet.training.classifier import ClassifierNet
 from falconet.training.domains import Domain
 
 Progress = Callable[[dict[str, Any]], None]
-L2_GRID = (1e-4, 1e-3, 3e-3, 1e-2, 3e-2)
+L2_GRID = (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3)
 
 
 @dataclass
@@ -92,7 +92,7 @@ def fit_head(features: torch.Tensor, targets: torch.Tensor, multilabel: bool, l2
     z = (features - mu) / sigma
     weight = torch.zeros(targets.shape[1], features.shape[1], requires_grad=True)
     bias = torch.zeros(targets.shape[1], requires_grad=True)
-    optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=300, history_size=20, line_search_fn="strong_wolfe")
+    optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=100, history_size=10, tolerance_grad=1e-6, tolerance_change=1e-9, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()

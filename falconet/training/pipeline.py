@@ -319,6 +319,7 @@ def _write_package(out: Path, manifest: Manifest, model: Any, per_image: list[di
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    os.chmod(tmp, 0o755)
     try:
         save_weights(model, tmp)
         write_labels(tmp / LABELS, manifest.labels)
