@@ -441,8 +441,9 @@ def train_detector(
     running: float | None = None
     next_checkpoint = 0
 
+    fixed_steps = int(recipe.get("steps") or 0)  # a step-defined schedule (tests, A/B runs)
     while True:
-        t = train_clock / train_budget
+        t = step / fixed_steps if fixed_steps else train_clock / train_budget
         if t >= checkpoints[next_checkpoint] or (next_checkpoint == len(checkpoints) - 1 and t >= 1.0):
             # ---- checkpoint
             info = {"step": step, "epoch": round(seen / len(items), 2), "train_seconds": round(train_clock, 1),
@@ -483,7 +484,7 @@ def train_detector(
             batch.append(augmenter.sample(order.pop(), mosaic=rng.random() < mosaic_p))
         images, gt_boxes, gt_labels = _collate(batch, input_size)
         outputs = model.forward_raw(images)
-        loss, parts = detection_loss(model, outputs, gt_boxes, gt_labels)
+        loss, parts = detection_loss(model, outputs, gt_boxes, gt_labels, **recipe.get("loss", {}))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 10.0)
@@ -495,7 +496,7 @@ def train_detector(
         running = value if running is None else 0.9 * running + 0.1 * value
         train_clock += time.monotonic() - step_start
         rate = train_clock / step
-        est_total = max(step, int(round(train_budget / rate)))
+        est_total = fixed_steps or max(step, int(round(train_budget / rate)))
         if step == 5 or step % 20 == 0:
             # EMA horizon ~5 % of the run (half-life), never shorter than a few steps
             half_life = max(3.0, 0.05 * est_total)

@@ -294,6 +294,8 @@ def detection_loss(
     gt_boxes: torch.Tensor,
     gt_labels: torch.Tensor,
     box_weight: float = 2.0,
+    quality: str = "iou",
+    centre_weighted: bool = False,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Sigmoid focal loss (classes), GIoU (boxes) and BCE to the IoU (quality branch)."""
     cls, ltrb, quality = outputs
@@ -312,8 +314,16 @@ def detection_loss(
         pred = model.decode(ltrb)[bi, ai]
         gt = gt_boxes[bi, match[bi, ai]]
         iou, giou = box_iou_pairs(pred, gt)
-        loss_box = (1 - giou).mean()
-        loss_q = F.binary_cross_entropy_with_logits(quality[bi, ai, 0], iou.detach().clamp(0, 1))
+        cx, cy = model.centres[ai, 0], model.centres[ai, 1]
+        l, t, r, b = cx - gt[:, 0], cy - gt[:, 1], gt[:, 2] - cx, gt[:, 3] - cy
+        centreness = torch.sqrt((torch.minimum(l, r) / torch.maximum(l, r).clamp(min=1e-6)).clamp(0, 1)
+                                * (torch.minimum(t, b) / torch.maximum(t, b).clamp(min=1e-6)).clamp(0, 1))
+        if centre_weighted:
+            loss_box = ((1 - giou) * centreness).sum() / centreness.sum().clamp(min=1e-6)
+        else:
+            loss_box = (1 - giou).mean()
+        q_target = iou.detach().clamp(0, 1) if quality == "iou" else centreness
+        loss_q = F.binary_cross_entropy_with_logits(quality[bi, ai, 0], q_target)
         mean_iou = float(iou.detach().mean())
     else:
         loss_box = ltrb.sum() * 0.0

@@ -19,7 +19,7 @@ class Domain:
     summary: str
     compact: bool = True
     #: quick mode: augmented views per image for the frozen-feature head
-    quick_views: int = 4
+    quick_views: int = 2
     #: advanced mode default budget in seconds when none is given
     default_budget_s: float = 600.0
     export_targets: tuple[str, ...] = ("onnx",)

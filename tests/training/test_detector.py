@@ -44,8 +44,10 @@ def trained(tmp_path_factory):
     samples = _synthetic(tmp_path_factory.mktemp("det"))
     torch.manual_seed(0)
     model, history = train_detector(
-        samples, LABELS, backbone="efficientnet-lite0", input_size=SIZE, budget_s=6.0, mode="quick",
-        val=samples[:4], pretrained=False, overrides={"batch_size": 8, "warmup": 0.1},
+        samples, LABELS, backbone="efficientnet-lite0", input_size=SIZE, budget_s=60.0, mode="quick",
+        val=samples[:4], pretrained=False,
+        # a step-defined schedule keeps the test independent of how busy the CPU is
+        overrides={"batch_size": 8, "steps": 20, "warmup": 0.1},
     )
     return model, history, samples
 
@@ -75,8 +77,8 @@ def test_rebuilds_from_config():
 def test_training_lowers_the_loss(trained):
     model, history, _ = trained
     losses = [r["loss"] for r in history["loss"]]
-    assert history["steps"] >= 10, history
-    assert np.mean(losses[-3:]) < np.mean(losses[:2]), losses
+    assert history["steps"] == 20, history
+    assert np.mean(losses[-2:]) < np.mean(losses[:2]), losses
     assert history["checkpoints"] and "map50" in history["checkpoints"][-1]
     assert not model.training
 
@@ -115,10 +117,15 @@ def test_onnx_export_matches_torch(trained, tmp_path):
     assert ob.shape == tb.shape and os_.shape == ts.shape
     np.testing.assert_allclose(ob, tb, atol=1e-4)
     np.testing.assert_allclose(os_, ts, atol=1e-4)
-    # the same post-processing on both outputs gives the same detections
-    for i in range(len(x)):
-        a = postprocess(tb[i], ts[i], score_threshold=0.05)
-        b = postprocess(ob[i], os_[i], score_threshold=0.05)
-        assert [d[0] for d in a] == [d[0] for d in b]
-        np.testing.assert_allclose(np.array([d[1:] for d in a]).reshape(-1, 5),
-                                   np.array([d[1:] for d in b]).reshape(-1, 5), atol=1e-4)
+
+
+def test_postprocess_is_class_aware_and_thresholded():
+    boxes = np.array([[0.1, 0.1, 0.5, 0.5], [0.12, 0.1, 0.5, 0.52], [0.1, 0.1, 0.5, 0.5], [0.6, 0.6, 0.9, 0.9]],
+                     dtype=np.float32)
+    scores = np.array([[0.9, 0.0], [0.8, 0.0], [0.0, 0.7], [0.005, 0.3]], dtype=np.float32)
+    dets = postprocess(boxes, scores, score_threshold=0.01, iou=0.45)
+    # the second class-0 box overlaps the first and goes; the class-1 box at the same place stays
+    assert [(c, round(s, 3)) for c, s, *_ in dets] == [(0, 0.9), (1, 0.7), (1, 0.3)]
+    assert dets[0][2:] == pytest.approx((0.1, 0.1, 0.5, 0.5))
+    assert len(postprocess(boxes, scores, max_detections=2)) == 2
+    assert postprocess(boxes, np.zeros_like(scores)) == []

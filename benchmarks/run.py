@@ -1,0 +1,214 @@
+"""Accuracy-from-small-data benchmark on the real datasets.
+
+Trains and evaluates through the same pipeline as `falconet train`, and appends one row per run
+to benchmarks/results.jsonl; `--table` rewrites benchmarks/RESULTS.md from all rows. Runs are
+slow by design (full training): they belong here, not in the tests.
+
+    python benchmarks/run.py hymenoptera-quick safari-quick ...     # named runs
+    python benchmarks/run.py --all                                  # every run
+    python benchmarks/run.py --table                                # just the table
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results.jsonl"
+TABLE = HERE / "RESULTS.md"
+
+
+def datasets() -> Path:
+    return Path(os.environ.get("FALCONET_DATASETS", HERE.parent.parent / "shared" / "datasets"))
+
+
+def _prepare_split(name: str, work: Path) -> tuple[Path, Path | None]:
+    """Lay out the benchmark's split as folders (symlinks; the shared data is never copied)."""
+    root = datasets()
+    if name == "hymenoptera":
+        return root / "hymenoptera" / "train", root / "hymenoptera" / "val"
+    if name == "raccoon":
+        return _raccoon_split(root / "raccoon", work)
+    if name == "fruit":
+        return root / "fruit-detection" / "train", root / "fruit-detection" / "test"
+    if name == "fork-scissors":
+        return _fork_split(root / "cv-fork-scissors", work)
+    return root / name, None  # safari (held-out split inside), cv-trees (k-fold inside)
+
+
+def _raccoon_split(src: Path, work: Path) -> tuple[Path, Path]:
+    """The authors' 160/40 split from their CSVs."""
+    import csv
+
+    parts = {}
+    for part, csv_name in (("train", "train_labels.csv"), ("test", "test_labels.csv")):
+        names = sorted({row["filename"] for row in csv.DictReader(open(src / "data" / csv_name))})
+        folder = work / f"raccoon-{part}"
+        for sub in ("images", "annotations"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        for n in names:
+            (folder / "images" / n).symlink_to(src / "images" / n)
+            (folder / "annotations" / (Path(n).stem + ".xml")).symlink_to(src / "annotations" / (Path(n).stem + ".xml"))
+        parts[part] = folder
+    return parts["train"], parts["test"]
+
+
+def _fork_split(src: Path, work: Path, seed: int = 0) -> tuple[Path, Path]:
+    """15+15 for training, 5+5 for testing, seeded."""
+    import random
+
+    regions = json.loads((src / "regions.json").read_text())
+    out = {}
+    rng = random.Random(seed)
+    chosen = {}
+    for tag in ("fork", "scissors"):
+        names = sorted(p.name for p in (src / tag).iterdir())
+        rng.shuffle(names)
+        chosen[tag] = (names[:15], names[15:20])
+    for part, index in (("train", 0), ("test", 1)):
+        folder = work / f"fork-{part}"
+        sub_regions = {}
+        for tag in ("fork", "scissors"):
+            (folder / tag).mkdir(parents=True, exist_ok=True)
+            for n in chosen[tag][index]:
+                (folder / tag / n).symlink_to(src / tag / n)
+                sub_regions[n] = regions[n]
+        (folder / "regions.json").write_text(json.dumps(sub_regions))
+        out[part] = folder
+    return out["train"], out["test"]
+
+
+RUNS: dict[str, dict[str, Any]] = {
+    "hymenoptera-quick": {"data": "hymenoptera", "mode": "quick"},
+    "hymenoptera-advanced": {"data": "hymenoptera", "mode": "advanced", "budget": 540},
+    "safari-quick": {"data": "safari", "mode": "quick"},
+    "safari-advanced": {"data": "safari", "mode": "advanced", "budget": 300},
+    "cv-trees-quick": {"data": "cv-trees", "mode": "quick"},
+    "cv-trees-advanced": {"data": "cv-trees", "mode": "advanced", "budget": 300},
+    "raccoon-quick": {"data": "raccoon", "mode": "quick"},
+    "raccoon-advanced": {"data": "raccoon", "mode": "advanced", "budget": 540},
+    "fruit-quick": {"data": "fruit", "mode": "quick"},
+    "fruit-advanced": {"data": "fruit", "mode": "advanced", "budget": 540},
+    "fork-scissors-quick": {"data": "fork-scissors", "mode": "quick"},
+    "fork-scissors-advanced": {"data": "fork-scissors", "mode": "advanced", "budget": 300},
+}
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+
+    return f"{len(os.sched_getaffinity(0))} cores of {cpu}, {platform.machine()}, Python {platform.python_version()}, torch {torch.__version__}"
+
+
+def run(name: str, domain: str | None = None) -> dict[str, Any]:
+    from falconet.training.pipeline import TrainRequest, train_package
+
+    spec = RUNS[name]
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        train, val = _prepare_split(spec["data"], work)
+        request = TrainRequest(data=train, out=work / "package", val=val, mode=spec["mode"],
+                               budget_s=spec.get("budget"), domain=domain or "general-compact")
+        started = time.monotonic()
+        result = train_package(request)
+        wall = time.monotonic() - started
+        m = result.manifest
+        history = m.training["history"]
+        row = {
+            "run": name, "dataset": spec["data"], "mode": spec["mode"], "domain": m.domain, "backbone": m.backbone,
+            "budget_s": spec.get("budget"), "evaluation": m.training["split"]["method"],
+            "evaluated_images": m.training["split"]["evaluated_images"],
+            "accuracy": m.metrics.get("accuracy"), "map": m.metrics.get("map"),
+            "map50": m.metrics.get("map50"), "map50_95": m.metrics.get("map50_95"),
+            "precision": m.metrics["precision"], "recall": m.metrics["recall"],
+            "train_seconds": history.get("total_seconds", history.get("seconds")),
+            "wall_seconds": round(wall, 1),
+            "date": dt.datetime.now().isoformat(timespec="minutes"), "machine": machine(),
+            "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip(),
+        }
+    with open(RESULTS, "a") as fh:
+        fh.write(json.dumps(row) + "\n")
+    return row
+
+
+def _fmt(value: Any, pct: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{value * 100:.2f}" if pct else (f"{value:.3f}" if isinstance(value, float) else str(value))
+
+
+def write_table() -> None:
+    rows = [json.loads(l) for l in RESULTS.read_text().splitlines() if l.strip()] if RESULTS.exists() else []
+    latest: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in rows:
+        latest[(row["run"], row["domain"])] = row
+    lines = [
+        "# Benchmark results",
+        "",
+        "Written by `benchmarks/run.py` from `benchmarks/results.jsonl` (latest row per run and domain).",
+        "Metrics are on images the model did not train on (`evaluation`: the dataset's own validation/test",
+        "split, a seeded 80/20 held-out split, or 5-fold cross-validation). Times are wall-clock on the",
+        "machine named in each row; the whole pipeline (decode, validation, training, evaluation) is",
+        "included in `wall s`.",
+        "",
+        "## Classification",
+        "",
+        "| run | domain | evaluation | images | top-1 % | mAP | precision | recall | train s | wall s | machine | date |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    det_lines = [
+        "", "## Detection", "",
+        "| run | domain | evaluation | images | mAP@0.5 | mAP@0.5:0.95 | precision | recall | train s | wall s | machine | date |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (name, _), r in sorted(latest.items()):
+        if r.get("map50") is not None:
+            det_lines.append(f"| {name} | {r['domain']} | {r['evaluation']} | {r['evaluated_images']} | {_fmt(r['map50'])} | "
+                             f"{_fmt(r['map50_95'])} | {_fmt(r['precision'])} | {_fmt(r['recall'])} | {_fmt(r['train_seconds'])} | "
+                             f"{_fmt(r['wall_seconds'])} | {r['machine']} | {r['date']} |")
+        else:
+            lines.append(f"| {name} | {r['domain']} | {r['evaluation']} | {r['evaluated_images']} | {_fmt(r['accuracy'], True)} | "
+                         f"{_fmt(r['map'])} | {_fmt(r['precision'])} | {_fmt(r['recall'])} | {_fmt(r['train_seconds'])} | "
+                         f"{_fmt(r['wall_seconds'])} | {r['machine']} | {r['date']} |")
+    TABLE.write_text("\n".join(lines + det_lines) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="*", help=f"runs to do: {', '.join(RUNS)}")
+    parser.add_argument("--all", action="store_true")
+    parser.add_argument("--domain", default=None, help="override the domain (e.g. general)")
+    parser.add_argument("--table", action="store_true", help="only rewrite RESULTS.md")
+    args = parser.parse_args()
+    if not datasets().is_dir():
+        sys.exit(f"datasets not found at {datasets()} (set FALCONET_DATASETS)")
+    names = list(RUNS) if args.all else args.runs
+    unknown = [n for n in names if n not in RUNS]
+    if unknown:
+        sys.exit(f"unknown runs: {', '.join(unknown)}; known: {', '.join(RUNS)}")
+    for name in [] if args.table else names:
+        row = run(name, args.domain)
+        print(json.dumps(row), flush=True)
+    write_table()
+
+
+if __name__ == "__main__":
+    main()
