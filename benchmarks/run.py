@@ -127,6 +127,7 @@ def run(name: str, domain: str | None = None) -> dict[str, Any]:
         train, val = _prepare_split(spec["data"], work)
         request = TrainRequest(data=train, out=work / "package", val=val, mode=spec["mode"],
                                budget_s=spec.get("budget"), domain=domain or "general-compact")
+        load_before = os.getloadavg()[0]
         started = time.monotonic()
         result = train_package(request)
         wall = time.monotonic() - started
@@ -141,6 +142,8 @@ def run(name: str, domain: str | None = None) -> dict[str, Any]:
             "precision": m.metrics["precision"], "recall": m.metrics["recall"],
             "train_seconds": history.get("total_seconds", history.get("seconds")),
             "wall_seconds": round(wall, 1),
+            # 1-minute load average before and after: above ~2 on 2 cores, something else shared the CPU
+            "load": [round(load_before, 1), round(os.getloadavg()[0], 1)],
             "date": dt.datetime.now().isoformat(timespec="minutes"), "machine": machine(),
             "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip(),
         }
@@ -155,6 +158,11 @@ def _fmt(value: Any, pct: bool = False) -> str:
     return f"{value * 100:.2f}" if pct else (f"{value:.3f}" if isinstance(value, float) else str(value))
 
 
+def _load(row: dict[str, Any]) -> str:
+    load = row.get("load")
+    return "-" if not load else f"{load[0]}/{load[1]}"
+
+
 def write_table() -> None:
     rows = [json.loads(l) for l in RESULTS.read_text().splitlines() if l.strip()] if RESULTS.exists() else []
     latest: dict[tuple[str, str], dict[str, Any]] = {}
@@ -167,27 +175,28 @@ def write_table() -> None:
         "Metrics are on images the model did not train on (`evaluation`: the dataset's own validation/test",
         "split, a seeded 80/20 held-out split, or 5-fold cross-validation). Times are wall-clock on the",
         "machine named in each row; the whole pipeline (decode, validation, training, evaluation) is",
-        "included in `wall s`.",
+        "included in `wall s`. `load` is the 1-minute load average before/after the run: above ~2 on a",
+        "2-core machine means other work shared the CPU and the times (and budget-bound accuracy) suffer.",
         "",
         "## Classification",
         "",
-        "| run | domain | evaluation | images | top-1 % | mAP | precision | recall | train s | wall s | machine | date |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| run | domain | evaluation | images | top-1 % | mAP | precision | recall | train s | wall s | load | machine | date |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     det_lines = [
         "", "## Detection", "",
-        "| run | domain | evaluation | images | mAP@0.5 | mAP@0.5:0.95 | precision | recall | train s | wall s | machine | date |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| run | domain | evaluation | images | mAP@0.5 | mAP@0.5:0.95 | precision | recall | train s | wall s | load | machine | date |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (name, _), r in sorted(latest.items()):
         if r.get("map50") is not None:
             det_lines.append(f"| {name} | {r['domain']} | {r['evaluation']} | {r['evaluated_images']} | {_fmt(r['map50'])} | "
                              f"{_fmt(r['map50_95'])} | {_fmt(r['precision'])} | {_fmt(r['recall'])} | {_fmt(r['train_seconds'])} | "
-                             f"{_fmt(r['wall_seconds'])} | {r['machine']} | {r['date']} |")
+                             f"{_fmt(r['wall_seconds'])} | {_load(r)} | {r['machine']} | {r['date']} |")
         else:
             lines.append(f"| {name} | {r['domain']} | {r['evaluation']} | {r['evaluated_images']} | {_fmt(r['accuracy'], True)} | "
                          f"{_fmt(r['map'])} | {_fmt(r['precision'])} | {_fmt(r['recall'])} | {_fmt(r['train_seconds'])} | "
-                         f"{_fmt(r['wall_seconds'])} | {r['machine']} | {r['date']} |")
+                         f"{_fmt(r['wall_seconds'])} | {_load(r)} | {r['machine']} | {r['date']} |")
     TABLE.write_text("\n".join(lines + det_lines) + "\n")
 
 

@@ -63,6 +63,20 @@ def test_export_records_parity_and_predict_matches(trained: Path, tmp_path: Path
     assert torch_preds[0]["probability"] == pytest.approx(preds[0]["probability"], abs=1e-4)
 
 
+def test_failed_parity_writes_nothing(trained: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from falconet.exporter import registry
+
+    model_before = (trained / "model.onnx").read_bytes()
+    manifest_before = (trained / "manifest.json").read_text()
+    module, backend, _ = registry.TARGETS["onnx"]
+    monkeypatch.setitem(registry.TARGETS, "onnx", (module, backend, -1.0))  # no difference is small enough
+    result = runner.invoke(app, ["export", str(trained), "--format", "onnx"])
+    assert result.exit_code == 2 and "ExportParityFailed" in result.output
+    assert (trained / "model.onnx").read_bytes() == model_before
+    assert (trained / "manifest.json").read_text() == manifest_before
+    assert not list(trained.glob(".*previous"))
+
+
 def test_evaluate_json(trained: Path, tmp_path: Path) -> None:
     for tag in ("red", "blue"):
         for i in range(5):
@@ -105,3 +119,29 @@ def test_bad_input_errors(trained: Path, tmp_path: Path) -> None:
     assert result.exit_code == 2 and "DatasetNotFound" in result.output
     result = runner.invoke(app, ["predict", str(tmp_path), str(text)])
     assert result.exit_code == 2 and "not a Falconet model package" in result.output
+
+
+def test_multilabel_csv_and_advanced_mode(tmp_path: Path) -> None:
+    rows = ["image,tags"]
+    seed = 900
+    for tags, colour in (("red", (220, 40, 40)), ("blue", (40, 60, 220)), ("red;blue", (200, 40, 200)), ("", (40, 200, 60))):
+        for i in range(6):
+            name = f"{tags.replace(';', '_') or 'none'}_{i}.jpg"
+            draw(tmp_path / "imgs" / name, colour, seed)
+            seed += 1
+            rows.append(f"imgs/{name},{tags}")
+    (tmp_path / "tags.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "ml"
+    _run("train", str(tmp_path / "tags.csv"), "--out", str(out), "--mode", "advanced", "--budget", "40s",
+         "--domain", "general-compact-mobilenet")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["task"] == "classification-multilabel" and manifest["labels"] == ["blue", "red"]
+    assert manifest["output"]["activation"] == "sigmoid"
+    assert "accuracy" not in manifest["metrics"]
+    assert manifest["metrics"]["images"] == manifest["training"]["split"]["evaluated_images"] > 0
+    history = manifest["training"]["history"]
+    assert history["method"] == "advanced" and history["fine_tune"]["epochs_log"][0]["epoch"] == 0
+    _run("export", str(out))
+    photo = draw(tmp_path / "purple.jpg", (200, 40, 200), 4242)
+    preds = json.loads(_run("predict", str(out), str(photo), "--json"))["predictions"]
+    assert {p["tagName"] for p in preds if p["probability"] > 0.5} == {"red", "blue"}

@@ -41,7 +41,12 @@ def export(package_dir: Path, formats: list[str], *, parity_data: Path | None = 
         module_name, backend, tolerance = TARGETS[name]
         module = importlib.import_module(module_name)
         log(f"exporting {name} ...")
-        entry = module.export(model, manifest, package_dir)
+        backup = _set_aside(package_dir, manifest.exports.get(name, {}).get("file"))
+        try:
+            entry = module.export(model, manifest, package_dir)
+        except Exception:
+            _restore(backup)
+            raise
         manifest.record_file(package_dir, entry["file"]) if (package_dir / entry["file"]).is_file() else None
         manifest.exports[name] = entry
         candidate = Predictor(manifest, create_backend(backend, package_dir, manifest, file=entry["file"]))
@@ -52,16 +57,36 @@ def export(package_dir: Path, formats: list[str], *, parity_data: Path | None = 
         figures["within_tolerance"] = not problems
         entry["parity"] = figures
         if problems and not accept_degradation:
-            _discard(package_dir, entry["file"])
+            _discard(package_dir / entry["file"])
+            _restore(backup)
             raise ParityError(f"{name} export disagrees with the trained model on {figures['images']} held-out images: "
                               + "; ".join(problems) + ". Nothing was written; pass --accept-degradation to keep it anyway.")
         manifest.save(package_dir)
+        if backup is not None:
+            _discard(backup[1])
         results[name] = entry
     return results
 
 
-def _discard(package_dir: Path, file: str) -> None:
-    path = package_dir / file
+def _set_aside(package_dir: Path, file: str | None) -> tuple[Path, Path] | None:
+    """Move a previous export out of the way, so a failed re-export leaves the old file intact."""
+    if not file or not (package_dir / file).exists():
+        return None
+    original = package_dir / file
+    aside = original.with_name(f".{original.name}.previous")
+    _discard(aside)
+    original.rename(aside)
+    return original, aside
+
+
+def _restore(backup: tuple[Path, Path] | None) -> None:
+    if backup is not None:
+        original, aside = backup
+        _discard(original)
+        aside.rename(original)
+
+
+def _discard(path: Path) -> None:
     if path.is_dir():
         shutil.rmtree(path, ignore_errors=True)
     elif path.exists():

@@ -269,7 +269,7 @@ def fine_tune(model: ClassifierNet, cache: ImageCache, targets: np.ndarray, cont
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             step += 1
             if progress:
                 progress({"phase": f"fine-tune epoch {epoch}", "step": min(start + batch, n), "total": n,
