@@ -104,6 +104,20 @@ RUNS: dict[str, dict[str, Any]] = {
 }
 
 
+def _summary(history: dict[str, Any]) -> dict[str, Any]:
+    """The few training facts worth keeping beside the figures."""
+    tuned = history.get("fine_tune") or {}
+    head = history.get("head") or history
+    keep = {"method": history.get("method"), "l2": head.get("l2"), "views": head.get("views_per_image")}
+    if tuned:
+        keep.update({"epochs": tuned.get("epochs"), "chosen_epoch": tuned.get("chosen_epoch"),
+                     "val_accuracy_by_epoch": [round(e["val_accuracy"], 3) for e in tuned.get("epochs_log", [])]})
+    for key in ("epochs", "steps", "images_per_s", "best_checkpoint"):
+        if key in history:
+            keep[key] = history[key]
+    return keep
+
+
 def machine() -> str:
     cpu = "unknown CPU"
     try:
@@ -131,6 +145,9 @@ def run(name: str, domain: str | None = None) -> dict[str, Any]:
         started = time.monotonic()
         result = train_package(request)
         wall = time.monotonic() - started
+        from falconet.exporter.registry import export
+
+        parity = export(work / "package", ["onnx"])["onnx"]["parity"]
         m = result.manifest
         history = m.training["history"]
         row = {
@@ -142,7 +159,9 @@ def run(name: str, domain: str | None = None) -> dict[str, Any]:
             "precision": m.metrics["precision"], "recall": m.metrics["recall"],
             "train_seconds": history.get("total_seconds", history.get("seconds")),
             "wall_seconds": round(wall, 1),
+            "onnx_parity": {k: v for k, v in parity.items() if k not in ("reference", "runtime", "tolerance")},
             # 1-minute load average before and after: above ~2 on 2 cores, something else shared the CPU
+            "history": _summary(history),
             "load": [round(load_before, 1), round(os.getloadavg()[0], 1)],
             "date": dt.datetime.now().isoformat(timespec="minutes"), "machine": machine(),
             "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip(),
@@ -163,6 +182,15 @@ def _load(row: dict[str, Any]) -> str:
     return "-" if not load else f"{load[0]}/{load[1]}"
 
 
+def _parity(row: dict[str, Any]) -> str:
+    p = row.get("onnx_parity")
+    if not p:
+        return "-"
+    if "top1_agreement" in p:
+        return f"top-1 {p['top1_agreement'] * p['images']:.0f}/{p['images']}, max diff {p['max_abs_diff']:.1e}"
+    return f"boxes {p['matched_detections']}/{p['reference_detections']}, max score diff {p['max_score_diff']:.1e}"
+
+
 def write_table() -> None:
     rows = [json.loads(l) for l in RESULTS.read_text().splitlines() if l.strip()] if RESULTS.exists() else []
     latest: dict[tuple[str, str], dict[str, Any]] = {}
@@ -180,23 +208,23 @@ def write_table() -> None:
         "",
         "## Classification",
         "",
-        "| run | domain | evaluation | images | top-1 % | mAP | precision | recall | train s | wall s | load | machine | date |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| run | domain | evaluation | images | top-1 % | mAP | precision | recall | train s | wall s | load | ONNX vs torch | machine | date |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     det_lines = [
         "", "## Detection", "",
-        "| run | domain | evaluation | images | mAP@0.5 | mAP@0.5:0.95 | precision | recall | train s | wall s | load | machine | date |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| run | domain | evaluation | images | mAP@0.5 | mAP@0.5:0.95 | precision | recall | train s | wall s | load | ONNX vs torch | machine | date |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (name, _), r in sorted(latest.items()):
         if r.get("map50") is not None:
             det_lines.append(f"| {name} | {r['domain']} | {r['evaluation']} | {r['evaluated_images']} | {_fmt(r['map50'])} | "
                              f"{_fmt(r['map50_95'])} | {_fmt(r['precision'])} | {_fmt(r['recall'])} | {_fmt(r['train_seconds'])} | "
-                             f"{_fmt(r['wall_seconds'])} | {_load(r)} | {r['machine']} | {r['date']} |")
+                             f"{_fmt(r['wall_seconds'])} | {_load(r)} | {_parity(r)} | {r['machine']} | {r['date']} |")
         else:
             lines.append(f"| {name} | {r['domain']} | {r['evaluation']} | {r['evaluated_images']} | {_fmt(r['accuracy'], True)} | "
                          f"{_fmt(r['map'])} | {_fmt(r['precision'])} | {_fmt(r['recall'])} | {_fmt(r['train_seconds'])} | "
-                         f"{_fmt(r['wall_seconds'])} | {_load(r)} | {r['machine']} | {r['date']} |")
+                         f"{_fmt(r['wall_seconds'])} | {_load(r)} | {_parity(r)} | {r['machine']} | {r['date']} |")
     TABLE.write_text("\n".join(lines + det_lines) + "\n")
 
 

@@ -19,6 +19,10 @@ from falconet.runtime.predictor import Predictor
 FP32_TOLERANCE = 1e-4
 #: matched detection boxes must overlap at least this much
 BOX_IOU_MIN = 0.99
+#: NMS is discontinuous: when two overlapping candidates score within ~1e-6 of each other, a
+#: difference far below the tolerance can keep the other one. Raw outputs are held to the full
+#: tolerance; after NMS this share of detections must match.
+MIN_MATCH_RATE = 0.99
 
 
 def parity_images(package_dir: Path, manifest: Manifest, extra: Path | None = None, limit: int = 200) -> list[Path]:
@@ -60,7 +64,12 @@ def measure(reference: Predictor, candidate: Predictor, images: Sequence[Path]) 
 def _detection_parity(reference: Predictor, candidate: Predictor, images: Sequence[Path]) -> dict[str, Any]:
     matched = total = 0
     worst_iou, worst_score = 1.0, 0.0
+    raw_box = raw_score = 0.0
     for path in images:
+        ref_raw = reference.run(reference.preprocess(path)[None])
+        cand_raw = candidate.run(candidate.preprocess(path)[None])
+        raw_box = max(raw_box, float(np.abs(ref_raw[0] - cand_raw[0]).max()))
+        raw_score = max(raw_score, float(np.abs(ref_raw[1] - cand_raw[1]).max()))
         ref = reference.predict(path, threshold=0.05)
         cand = candidate.predict(path, threshold=0.05)
         total += len(ref)
@@ -74,21 +83,24 @@ def _detection_parity(reference: Predictor, candidate: Predictor, images: Sequen
             if not same:
                 continue
             j = max(same, key=lambda j: ious[i, j])
-            worst_iou = min(worst_iou, float(ious[i, j]))
-            worst_score = max(worst_score, abs(p.probability - cand[j].probability))
-            matched += ious[i, j] >= BOX_IOU_MIN
+            if ious[i, j] >= BOX_IOU_MIN:
+                matched += 1
+                worst_iou = min(worst_iou, float(ious[i, j]))
+                worst_score = max(worst_score, abs(p.probability - cand[j].probability))
     return {"images": len(images), "reference_detections": total, "matched_detections": int(matched),
-            "match_rate": matched / total if total else 1.0, "min_iou": worst_iou, "max_score_diff": worst_score}
+            "match_rate": matched / total if total else 1.0, "min_iou": worst_iou, "max_score_diff": worst_score,
+            "raw_max_box_diff": raw_box, "raw_max_score_diff": raw_score}
 
 
 def check(figures: dict[str, Any], task: str, tolerance: float = FP32_TOLERANCE) -> list[str]:
     """Problems with the figures ('' list when within tolerance)."""
     problems = []
     if task == DETECTION:
-        if figures["match_rate"] < 1.0:
+        if figures["match_rate"] < MIN_MATCH_RATE:
             problems.append(f"only {figures['matched_detections']}/{figures['reference_detections']} detections matched (IoU >= {BOX_IOU_MIN})")
-        if figures["max_score_diff"] > tolerance:
-            problems.append(f"score difference {figures['max_score_diff']:.2e} > {tolerance:.0e}")
+        for key in ("max_score_diff", "raw_max_score_diff", "raw_max_box_diff"):
+            if figures[key] > tolerance:
+                problems.append(f"{key.replace('_', ' ')} {figures[key]:.2e} > {tolerance:.0e}")
     else:
         if figures["top1_agreement"] < 1.0:
             problems.append(f"top-1 agreement {figures['top1_agreement']:.4f} < 1")

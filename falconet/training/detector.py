@@ -102,6 +102,7 @@ class Detector(nn.Module):
         centre = torch.cat(centres)
         self.register_buffer("centres", torch.cat([centre, centre], dim=1))
         self.register_buffer("anchor_strides", torch.cat(strides))
+        self.register_buffer("ltrb_sign", torch.tensor([-1.0, -1.0, 1.0, 1.0]), persistent=False)
         self.num_anchors = int(self.centres.shape[0])
 
     # ------------------------------------------------------------------ construction helpers
@@ -115,6 +116,8 @@ class Detector(nn.Module):
             nn.init.normal_(conv.weight, std=0.01)
             nn.init.zeros_(conv.bias)
         nn.init.constant_(self.cls_out.bias, -math.log((1 - 0.01) / 0.01))
+        # start with boxes about 8 strides wide: the middle of what each level is responsible for
+        nn.init.constant_(self.reg_out.bias, math.log(4.0))
 
     def config(self) -> dict[str, Any]:
         return {
@@ -165,8 +168,7 @@ class Detector(nn.Module):
 
     def decode(self, ltrb: torch.Tensor) -> torch.Tensor:
         """Distances (B, N, 4) in pixels -> boxes x1, y1, x2, y2 in pixels (unclipped)."""
-        sign = torch.tensor([-1.0, -1.0, 1.0, 1.0], dtype=ltrb.dtype, device=ltrb.device)
-        return self.centres + ltrb * sign
+        return self.centres + ltrb * self.ltrb_sign
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         cls, ltrb, quality = self.forward_raw(x)

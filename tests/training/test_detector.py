@@ -39,6 +39,15 @@ def _synthetic(tmp_path, count: int = 10, seed: int = 0) -> list[Sample]:
     return samples
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # tiny inputs gain nothing from threads, and a busy shared CPU makes them much slower
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     samples = _synthetic(tmp_path_factory.mktemp("det"))
@@ -47,7 +56,7 @@ def trained(tmp_path_factory):
         samples, LABELS, backbone="efficientnet-lite0", input_size=SIZE, budget_s=60.0, mode="quick",
         val=samples[:4], pretrained=False,
         # a step-defined schedule keeps the test independent of how busy the CPU is
-        overrides={"batch_size": 8, "steps": 20, "warmup": 0.1},
+        overrides={"batch_size": 8, "steps": 20, "warmup": 0.1, "threads": 1},
     )
     return model, history, samples
 
