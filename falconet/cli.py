@@ -165,9 +165,9 @@ def evaluate(
     try:
         predictor = falconet.load(package, backend=backend)
         task = predictor.manifest.task
-        dataset = read_dataset(data, task if task == DETECTION else None)
+        dataset = read_dataset(data, task if task == DETECTION else None, for_training=False)
         if task != DETECTION and task.endswith("multiclass") and dataset.task != task:
-            dataset = read_dataset(data, task)
+            dataset = read_dataset(data, task, for_training=False)
         unknown = set(dataset.labels) - set(predictor.labels)
         if unknown:
             raise FalconetError(f"The data has tags the model does not know: {', '.join(sorted(unknown))}.",

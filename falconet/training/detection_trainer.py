@@ -34,6 +34,7 @@ from PIL import Image
 from falconet.core.images import load_image
 from falconet.core.preprocess import InputContract, preprocess
 from falconet.data.types import Box, Sample
+from falconet.runtime.postprocess import decode_detections
 from falconet.training.detector import Detector, build_detector, detection_loss
 
 ProgressFn = Callable[[dict], None]
@@ -55,8 +56,6 @@ RECIPES: dict[str, dict[str, Any]] = {
 MOSAIC_UNTIL = 0.7
 #: The final learning rate as a fraction of the peak.
 FINAL_LR = 0.02
-#: Pre-NMS candidates per image in :func:`predict_detector` (the runtime must match).
-PRE_NMS_TOP_K = 1000
 
 
 # ---------------------------------------------------------------------- data
@@ -235,27 +234,6 @@ def _as_input(image: Any, size: int) -> np.ndarray:
     return preprocess(image, InputContract(size, size, resize="stretch"))
 
 
-def postprocess(boxes: np.ndarray, scores: np.ndarray, score_threshold: float = 0.01, iou: float = 0.45,
-                max_detections: int = 100, top_k: int = PRE_NMS_TOP_K) -> list[tuple[int, float, float, float, float, float]]:
-    """One image's raw outputs (N, 4), (N, C) -> detections, highest score first.
-
-    Candidates are all (location, class) pairs with score >= ``score_threshold``, the ``top_k``
-    best of them (stable order), then class-aware NMS. The runtime does the same in numpy.
-    """
-    from falconet.core.boxes import class_aware_nms
-
-    loc, cls = np.nonzero(scores >= score_threshold)
-    if loc.size == 0:
-        return []
-    s = scores[loc, cls]
-    if s.size > top_k:
-        order = np.argsort(-s, kind="stable")[:top_k]
-        loc, cls, s = loc[order], cls[order], s[order]
-    b = boxes[loc]
-    keep = class_aware_nms(b, s, cls, iou_threshold=iou, max_detections=max_detections)
-    return [(int(cls[k]), float(s[k]), *(float(v) for v in b[k])) for k in keep]
-
-
 @torch.no_grad()
 def predict_detector(model: Detector, images: Sequence[Any], score_threshold: float = 0.01, iou: float = 0.45,
                      max_detections: int = 100, batch_size: int = 16
@@ -277,7 +255,7 @@ def predict_detector(model: Detector, images: Sequence[Any], score_threshold: fl
             boxes, scores = model(x)
             boxes_np, scores_np = boxes.numpy(), scores.numpy()
             for i in range(len(chunk)):
-                out.append(postprocess(boxes_np[i], scores_np[i], score_threshold, iou, max_detections))
+                out.append(decode_detections(boxes_np[i], scores_np[i], score_threshold, iou, max_detections))
     finally:
         model.train(was_training)
     return out
@@ -530,8 +508,38 @@ def train_detector(
     """Train a detector within ``budget_s`` seconds of wall-clock time (decoding included).
 
     Returns the model (eval mode, EMA weights of the best checkpoint when ``val`` is given,
-    else of the last step) and a history dict.
+    else of the last step) and a history dict: ``steps``, ``epochs``, ``images_per_s``,
+    ``train_seconds``, ``decode_seconds``, ``total_seconds``, ``checkpoints`` (step, epoch,
+    seconds and, with ``val``, ``map50``/``map50_95``), ``best_checkpoint``, ``loss`` (every 5th
+    step with its parts), the recipe used and the thread counts chosen.
+
+    ``overrides`` replaces recipe entries (see :data:`RECIPES`), plus: ``steps`` (a schedule
+    defined by a step count instead of the clock: tests and A/B runs), ``threads`` (fixed thread
+    count instead of tuning), ``fuse`` (False disables folding BN into the frozen convolutions),
+    ``loss`` (keyword arguments for :func:`~falconet.training.detector.detection_loss`).
     """
+    threads_before = torch.get_num_threads()
+    try:
+        return _train(train, labels, backbone=backbone, input_size=input_size, budget_s=budget_s, mode=mode,
+                      val=val, seed=seed, progress=progress, pretrained=pretrained, overrides=overrides)
+    finally:  # the thread tuner changes a process-wide setting: put it back
+        torch.set_num_threads(threads_before)
+
+
+def _train(
+    train: list[Sample],
+    labels: list[str],
+    *,
+    backbone: str = "efficientnet-lite0",
+    input_size: int = 320,
+    budget_s: float,
+    mode: str = "quick",
+    val: list[Sample] | None = None,
+    seed: int = 0,
+    progress: ProgressFn | None = None,
+    pretrained: bool = True,
+    overrides: dict[str, Any] | None = None,
+) -> tuple[Detector, dict[str, Any]]:
     if mode not in RECIPES:
         raise ValueError(f"mode must be one of {sorted(RECIPES)}, got {mode!r}")
     if not labels:

@@ -74,16 +74,19 @@ def is_detection_data(path: Path, task: str | None, fmt: str | None) -> bool:
         return False
 
 
-def read_dataset(path: Path, task: str | None = None, fmt: str | None = None) -> Dataset:
-    """Read a classification or detection dataset, whichever the files are."""
+def read_dataset(path: Path, task: str | None = None, fmt: str | None = None, for_training: bool = True) -> Dataset:
+    """Read a classification or detection dataset, whichever the files are.
+
+    Images-per-tag minimums apply to training data only; data to measure on may be small.
+    """
     path = Path(path)
     if is_detection_data(path, task, fmt):
         from falconet.data.detection import read_detection
 
-        return read_detection(path, fmt)
+        return read_detection(path, fmt) if for_training else read_detection(path, fmt, min_images_per_tag=0)
     from falconet.data.classification import read_classification
 
-    return read_classification(path, task=task)
+    return read_classification(path, task=task) if for_training else read_classification(path, task=task, min_images_per_tag=1)
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -203,7 +206,7 @@ def train_package(request: TrainRequest, progress: Progress | None = None,
     val_dataset = None
     if request.val is not None:
         val_dataset = read_dataset(request.val, dataset.task if kind == "detection" else request.task or dataset.task,
-                                   request.format)
+                                   request.format, for_training=False)
         unknown = set(val_dataset.labels) - set(dataset.labels)
         if unknown:
             raise DatasetError(f"The validation data has tags the training data lacks: {', '.join(sorted(unknown))}.",

@@ -13,7 +13,8 @@ import torch
 from PIL import Image
 
 from falconet.data.types import Box, Sample
-from falconet.training.detection_trainer import postprocess, predict_detector, train_detector
+from falconet.runtime.postprocess import decode_detections as postprocess
+from falconet.training.detection_trainer import predict_detector, train_detector
 from falconet.training.detector import Detector, build_detector
 
 SIZE = 64
