@@ -205,6 +205,8 @@ def write_table() -> None:
         "machine named in each row; the whole pipeline (decode, validation, training, evaluation) is",
         "included in `wall s`. `load` is the 1-minute load average before/after the run: above ~2 on a",
         "2-core machine means other work shared the CPU and the times (and budget-bound accuracy) suffer.",
+        "Rows with `-` for load were measured before it was recorded, while other training jobs shared",
+        "the CPU (load 3.5-4): their times are inflated and their advanced (budget-bound) runs got fewer epochs.",
         "",
         "## Classification",
         "",

@@ -19,9 +19,10 @@ from falconet.runtime.predictor import Predictor
 FP32_TOLERANCE = 1e-4
 #: matched detection boxes must overlap at least this much
 BOX_IOU_MIN = 0.99
-#: NMS is discontinuous: when two overlapping candidates score within ~1e-6 of each other, a
-#: difference far below the tolerance can keep the other one. Raw outputs are held to the full
-#: tolerance; after NMS this share of detections must match.
+#: NMS is discontinuous: when two overlapping candidates of a tag score within the tolerance of each
+#: other, a difference far below it can keep the other one. Such tie flips are counted apart and
+#: not held against the file; raw outputs are held to the full tolerance. A flip can cascade (the
+#: other box suppresses different neighbours), so 1 % of detections may still differ.
 MIN_MATCH_RATE = 0.99
 
 
@@ -43,10 +44,11 @@ def parity_images(package_dir: Path, manifest: Manifest, extra: Path | None = No
     return found[:limit]
 
 
-def measure(reference: Predictor, candidate: Predictor, images: Sequence[Path]) -> dict[str, Any]:
+def measure(reference: Predictor, candidate: Predictor, images: Sequence[Path],
+            tolerance: float = FP32_TOLERANCE) -> dict[str, Any]:
     """Agreement figures of ``candidate`` against ``reference`` on ``images``."""
     if reference.manifest.task == DETECTION:
-        return _detection_parity(reference, candidate, images)
+        return _detection_parity(reference, candidate, images, tolerance)
     diffs, agree = [], 0
     for start in range(0, len(images), 16):
         chunk = images[start:start + 16]
@@ -61,8 +63,19 @@ def measure(reference: Predictor, candidate: Predictor, images: Sequence[Path]) 
             "mean_abs_diff": float(d.mean())}
 
 
-def _detection_parity(reference: Predictor, candidate: Predictor, images: Sequence[Path]) -> dict[str, Any]:
-    matched = total = 0
+def _near_tie(raw_boxes: np.ndarray, raw_scores: np.ndarray, det: Any, nms_iou: float, tolerance: float) -> bool:
+    """Was ``det`` kept only by a tie: another overlapping raw candidate of its tag scores within tolerance?"""
+    box = np.array([det.bounding_box.to_xyxy()])
+    close = np.abs(raw_scores[:, det.tag_index] - det.probability) <= tolerance
+    if close.sum() < 2:
+        return False
+    ious = iou_matrix(box, raw_boxes[close])[0]
+    return bool(((ious > nms_iou) & (ious < BOX_IOU_MIN)).any())
+
+
+def _detection_parity(reference: Predictor, candidate: Predictor, images: Sequence[Path],
+                      tolerance: float = FP32_TOLERANCE) -> dict[str, Any]:
+    matched = ties = total = 0
     worst_iou, worst_score = 1.0, 0.0
     raw_box = raw_score = 0.0
     for path in images:
@@ -73,22 +86,23 @@ def _detection_parity(reference: Predictor, candidate: Predictor, images: Sequen
         ref = reference.predict(path, threshold=0.05)
         cand = candidate.predict(path, threshold=0.05)
         total += len(ref)
-        if not ref or not cand:
-            continue
-        a = np.array([p.bounding_box.to_xyxy() for p in ref])  # type: ignore[union-attr]
-        b = np.array([p.bounding_box.to_xyxy() for p in cand])  # type: ignore[union-attr]
-        ious = iou_matrix(a, b)
-        for i, p in enumerate(ref):
+        b = np.array([p.bounding_box.to_xyxy() for p in cand]).reshape(-1, 4)  # type: ignore[union-attr]
+        for p in ref:
             same = [j for j, q in enumerate(cand) if q.tag_index == p.tag_index]
-            if not same:
-                continue
-            j = max(same, key=lambda j: ious[i, j])
-            if ious[i, j] >= BOX_IOU_MIN:
+            best = -1.0
+            if same:
+                ious = iou_matrix(np.array([p.bounding_box.to_xyxy()]), b[same])[0]  # type: ignore[union-attr]
+                k = int(ious.argmax())
+                best = float(ious[k])
+            if best >= BOX_IOU_MIN:
                 matched += 1
-                worst_iou = min(worst_iou, float(ious[i, j]))
-                worst_score = max(worst_score, abs(p.probability - cand[j].probability))
+                worst_iou = min(worst_iou, best)
+                worst_score = max(worst_score, abs(p.probability - cand[same[k]].probability))
+            elif _near_tie(ref_raw[0][0], ref_raw[1][0], p, reference.iou_threshold, tolerance):
+                ties += 1
     return {"images": len(images), "reference_detections": total, "matched_detections": int(matched),
-            "match_rate": matched / total if total else 1.0, "min_iou": worst_iou, "max_score_diff": worst_score,
+            "nms_tie_flips": int(ties), "match_rate": (matched + ties) / total if total else 1.0,
+            "min_iou": worst_iou, "max_score_diff": worst_score,
             "raw_max_box_diff": raw_box, "raw_max_score_diff": raw_score}
 
 
@@ -97,7 +111,8 @@ def check(figures: dict[str, Any], task: str, tolerance: float = FP32_TOLERANCE)
     problems = []
     if task == DETECTION:
         if figures["match_rate"] < MIN_MATCH_RATE:
-            problems.append(f"only {figures['matched_detections']}/{figures['reference_detections']} detections matched (IoU >= {BOX_IOU_MIN})")
+            problems.append(f"only {figures['matched_detections']}/{figures['reference_detections']} detections matched "
+                            f"(IoU >= {BOX_IOU_MIN}; {figures['nms_tie_flips']} more were NMS tie flips)")
         for key in ("max_score_diff", "raw_max_score_diff", "raw_max_box_diff"):
             if figures[key] > tolerance:
                 problems.append(f"{key.replace('_', ' ')} {figures[key]:.2e} > {tolerance:.0e}")

@@ -50,7 +50,7 @@ def export(package_dir: Path, formats: list[str], *, parity_data: Path | None = 
         manifest.record_file(package_dir, entry["file"]) if (package_dir / entry["file"]).is_file() else None
         manifest.exports[name] = entry
         candidate = Predictor(manifest, create_backend(backend, package_dir, manifest, file=entry["file"]))
-        figures = measure(reference, candidate, images)
+        figures = measure(reference, candidate, images, tolerance)
         figures.update({"reference": "torch fp32 (weights.pt)", "runtime": getattr(candidate.backend, "description", backend),
                         "tolerance": tolerance})
         problems = check(figures, manifest.task, tolerance)
