@@ -49,7 +49,9 @@ RECIPES: dict[str, dict[str, Any]] = {
     },
     "advanced": {
         "batch_size": 16, "lr_head": 2e-3, "lr_backbone": 5e-4, "weight_decay": 0.05,
-        "warmup": 0.04, "mosaic": 0.0, "zoom_out": 0.25, "checkpoints": (0.5, 0.7, 0.85, 1.0),
+        # mosaic (2x2, until 70 % of the schedule): fruit 600 s +0.9 AP50 / +3.9 AP50:95, raccoon
+        # +1.3 / -0.6 (one seed each, shared CPU: within noise, kept for multi-object data)
+        "warmup": 0.04, "mosaic": 0.5, "zoom_out": 0.25, "checkpoints": (0.5, 0.7, 0.85, 1.0),
     },
 }
 #: Mosaic is switched off for the last part of the schedule so the model ends on whole images.
@@ -227,6 +229,8 @@ def _collate(batch: list[tuple[np.ndarray, np.ndarray, np.ndarray]], size: int
 # ---------------------------------------------------------------------- prediction
 
 def _as_input(image: Any, size: int) -> np.ndarray:
+    if isinstance(image, np.ndarray) and image.ndim == 4 and image.shape[0] == 1:
+        image = image[0]
     if isinstance(image, np.ndarray) and image.dtype == np.float32 and image.ndim == 3 and image.shape[0] == 3:
         if image.shape[1:] != (size, size):
             raise ValueError(f"expected a (3, {size}, {size}) array, got {image.shape}")
