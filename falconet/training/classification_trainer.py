@@ -362,14 +362,3 @@ def build_bank(samples: Sequence[Sample], domain: Domain, seed: int = 0, progres
     contract = InputContract(domain.input_size, domain.input_size)
     model = ClassifierNet(domain.backbone, 1, False, domain.input_size)
     return FeatureBank(model, ImageCache(samples, contract), contract, domain.quick_views, seed, progress)
-
-
-@torch.no_grad()
-def predict_arrays(model: torch.nn.Module, arrays: Sequence[np.ndarray], batch: int = 32) -> np.ndarray:
-    """Probabilities for preprocessed NCHW arrays (the same arrays the runtime would feed)."""
-    model.eval()
-    out = []
-    for start in range(0, len(arrays), batch):
-        x = torch.from_numpy(np.stack(arrays[start:start + batch]))
-        out.append(model(x).numpy())
-    return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
