@@ -191,10 +191,10 @@ def export(
     accept_degradation: bool = typer.Option(False, "--accept-degradation", help="Keep an export that misses its parity tolerance"),
 ) -> None:
     """Export the trained model and verify every file against it."""
-    from falconet.exporter.registry import TARGETS, export as run_export
+    from falconet.exporter.registry import export as run_export, resolve_formats
 
-    names = list(TARGETS) if formats == "all" else [f.strip() for f in formats.split(",") if f.strip()]
     try:
+        names = resolve_formats(formats)
         results = run_export(package, names, parity_data=parity_data, accept_degradation=accept_degradation,
                              log=lambda s: _console().print(s))
     except FalconetError as exc:
@@ -202,8 +202,11 @@ def export(
         return
     for name, entry in results.items():
         p = entry["parity"]
+        if not p.get("measured", True):
+            _console().print(f"[yellow]{name}[/]: {package / entry['file']}  parity NOT measured: {p['reason']}")
+            continue
         figures = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in p.items()
-                            if k not in ("reference", "runtime", "within_tolerance"))
+                            if k not in ("reference", "runtime", "within_tolerance", "measured", "precision"))
         _console().print(f"[green]{name}[/]: {package / entry['file']}  parity vs torch on {p['runtime']}: {figures}")
 
 

@@ -13,19 +13,26 @@ OPSET = 17
 INPUT_NAME = "image"
 
 
-def export(model: torch.nn.Module, manifest: Manifest, package_dir: Path) -> dict[str, Any]:
-    file = "model.onnx"
+def write_onnx(model: torch.nn.Module, manifest: Manifest, path: Path) -> None:
+    """The fp32 graph every ONNX-derived target starts from."""
     size = manifest.input
     example = torch.rand(1, 3, size.height, size.width) * 255
     names = list(manifest.output["names"])
     dynamic = {INPUT_NAME: {0: "batch"}, **{n: {0: "batch"} for n in names}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model.eval(), (example,), str(Path(package_dir) / file), input_names=[INPUT_NAME],
+        torch.onnx.export(model.eval(), (example,), str(path), input_names=[INPUT_NAME],
                           output_names=names, dynamic_axes=dynamic, opset_version=OPSET, dynamo=False)
     import onnx
 
-    onnx.checker.check_model(str(Path(package_dir) / file))
+    onnx.checker.check_model(str(path))
+
+
+def export(model: torch.nn.Module, manifest: Manifest, package_dir: Path, context: Any = None) -> dict[str, Any]:
+    file = "model.onnx"
+    size = manifest.input
+    names = list(manifest.output["names"])
+    write_onnx(model, manifest, Path(package_dir) / file)
     return {
         "file": file,
         "format": "onnx",

@@ -11,8 +11,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from falconet.core.boxes import iou_matrix
-from falconet.core.errors import ExportError
-from falconet.core.manifest import DETECTION, Manifest
+from falconet.core.errors import ExportError, FalconetError
+from falconet.core.manifest import DETECTION, MULTICLASS, Manifest
+from falconet.data.types import Sample
 from falconet.runtime.predictor import Predictor
 
 #: fp32 files must agree with torch to this (probabilities / scores)
@@ -26,29 +27,79 @@ BOX_IOU_MIN = 0.99
 MIN_MATCH_RATE = 0.99
 
 
-def parity_images(package_dir: Path, manifest: Manifest, extra: Path | None = None, limit: int = 200) -> list[Path]:
-    """The held-out images recorded in the package (or a folder the user names)."""
-    if extra is not None:
-        from falconet.data.classification import IMAGE_SUFFIXES
+#: fp16 / int8 files are held to the accuracy (multiclass) or mAP (multilabel, detection) that
+#: the trained model reaches on the same images, at most this much lower
+METRIC_DROP_TOLERANCE = 0.01
 
-        found = sorted(p for p in Path(extra).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    else:
-        split = manifest.training.get("split", {})
-        source = Path(split.get("source") or manifest.training.get("data", {}).get("source", "."))
-        names = split.get("held_out") or [n for fold in split.get("folds", []) for n in fold]
-        found = [p for p in (source / n if not Path(n).is_absolute() else Path(n) for n in names) if p.is_file()]
-    if not found:
+
+def tolerance_for(precision: str, task: str) -> float:
+    """fp32: the largest allowed output difference. fp16/int8: the largest allowed metric drop."""
+    return FP32_TOLERANCE if precision == "fp32" else METRIC_DROP_TOLERANCE
+
+
+def parity_samples(package_dir: Path, manifest: Manifest, extra: Path | None = None,
+                   limit: int = 200) -> tuple[list[Sample], bool]:
+    """The held-out images recorded in the package (or a folder the user names), and whether they
+    carry labels (needed to measure the metric drop of fp16/int8 files)."""
+    from falconet.training.pipeline import read_dataset
+
+    task = manifest.task if manifest.task == DETECTION else None
+    if extra is not None:
+        try:
+            return read_dataset(Path(extra), task, for_training=False).samples[:limit], True
+        except FalconetError:
+            from falconet.data.classification import IMAGE_SUFFIXES
+
+            found = sorted(p for p in Path(extra).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            return [Sample(p) for p in found][:limit], False
+    split = manifest.training.get("split", {})
+    source = Path(split.get("source") or manifest.training.get("data", {}).get("source", "."))
+    names = split.get("held_out") or [n for fold in split.get("folds", []) for n in fold]
+    wanted = {(source / n).resolve() for n in names}
+    samples: list[Sample] = []
+    labelled = True
+    if wanted:
+        data = manifest.training.get("data", {})
+        dataset_root = source if split.get("method") == "validation-folder" else Path(data.get("source", source))
+        try:
+            dataset = read_dataset(dataset_root, task, data.get("format") if task else None, for_training=False)
+            samples = [s for s in dataset.samples if Path(s.path).resolve() in wanted]
+        except FalconetError:
+            samples, labelled = [Sample(p) for p in sorted(wanted) if p.is_file()], False
+    if not samples:
         raise ExportError(
             "No held-out images are reachable to measure parity (the training data moved?). "
             "Pass --parity-data DIR with a few representative photos.", code="ParityDataMissing")
-    return found[:limit]
+    return samples[:limit], labelled
 
 
-def measure(reference: Predictor, candidate: Predictor, images: Sequence[Path],
-            tolerance: float = FP32_TOLERANCE) -> dict[str, Any]:
-    """Agreement figures of ``candidate`` against ``reference`` on ``images``."""
-    if reference.manifest.task == DETECTION:
-        return _detection_parity(reference, candidate, images, tolerance)
+def metric_of(predictor: Predictor, samples: Sequence[Sample], task: str) -> tuple[str, float]:
+    """The figure fp16/int8 files are held to: top-1 accuracy (multiclass) or mAP."""
+    from falconet.training.pipeline import evaluate_predictor
+
+    metrics, _ = evaluate_predictor(predictor, samples, predictor.labels, task)
+    key = "accuracy" if task == MULTICLASS else "map"
+    return key, float(metrics[key])
+
+
+def measure(reference: Predictor, candidate: Predictor, samples: Sequence[Sample],
+            tolerance: float = FP32_TOLERANCE, precision: str = "fp32", labelled: bool = True) -> dict[str, Any]:
+    """Agreement figures of ``candidate`` against ``reference`` on ``samples``; for fp16/int8 files
+    also the metric of both on the labelled samples."""
+    task = reference.manifest.task
+    images = [s.path for s in samples]
+    figures = _detection_parity(reference, candidate, images, tolerance) if task == DETECTION \
+        else _classification_parity(reference, candidate, images)
+    figures["precision"] = precision
+    if precision != "fp32" and labelled:
+        key, ref_value = metric_of(reference, samples, task)
+        _, value = metric_of(candidate, samples, task)
+        figures.update({"metric": key, "reference_metric": ref_value, "metric_value": value,
+                        "metric_drop": ref_value - value})
+    return figures
+
+
+def _classification_parity(reference: Predictor, candidate: Predictor, images: Sequence[Path]) -> dict[str, Any]:
     diffs, agree = [], 0
     for start in range(0, len(images), 16):
         chunk = images[start:start + 16]
@@ -107,7 +158,9 @@ def _detection_parity(reference: Predictor, candidate: Predictor, images: Sequen
 
 
 def check(figures: dict[str, Any], task: str, tolerance: float = FP32_TOLERANCE) -> list[str]:
-    """Problems with the figures ('' list when within tolerance)."""
+    """Problems with the figures (an empty list when within tolerance)."""
+    if figures.get("precision", "fp32") != "fp32":
+        return _check_reduced(figures, task, tolerance)
     problems = []
     if task == DETECTION:
         if figures["match_rate"] < MIN_MATCH_RATE:
@@ -122,3 +175,17 @@ def check(figures: dict[str, Any], task: str, tolerance: float = FP32_TOLERANCE)
         if figures["max_abs_diff"] > tolerance:
             problems.append(f"max probability difference {figures['max_abs_diff']:.2e} > {tolerance:.0e}")
     return problems
+
+
+def _check_reduced(figures: dict[str, Any], task: str, tolerance: float) -> list[str]:
+    """fp16/int8: judged by the metric drop; without labels, by agreement with the trained model."""
+    if "metric_drop" in figures:
+        if figures["metric_drop"] > tolerance + 1e-9:
+            return [f"{figures['metric']} {figures['metric_value']:.4f} vs {figures['reference_metric']:.4f} for the "
+                    f"trained model (drop {figures['metric_drop']:.4f} > {tolerance:g})"]
+        return []
+    if task == DETECTION:
+        ok = figures["match_rate"] >= 1 - tolerance
+        return [] if ok else [f"match rate {figures['match_rate']:.4f} < {1 - tolerance:g} (no labels to measure mAP)"]
+    ok = figures["top1_agreement"] >= 1 - tolerance
+    return [] if ok else [f"top-1 agreement {figures['top1_agreement']:.4f} < {1 - tolerance:g} (no labels to measure accuracy)"]

@@ -78,16 +78,32 @@ class Predictor:
 
 
 def default_backend(package_dir: Path, manifest: Manifest) -> str:
-    if "onnx" in manifest.exports and (package_dir / manifest.exports["onnx"].get("file", "model.onnx")).is_file():
-        return "onnx"
+    """ONNX fp32 when exported, else the first other runnable export, else the torch weights."""
+    from falconet.runtime.backends import REGISTRY
+
+    runnable = [n for n in manifest.exports if n in REGISTRY and (package_dir / manifest.exports[n].get("file", "")).is_file()]
+    if runnable:
+        return "onnx" if "onnx" in runnable else runnable[0]
     if (package_dir / "weights.pt").is_file():
         return "torch"
     raise BackendUnavailableError(f"{package_dir} has no exported model file; run falconet export first.", code="ExportNotFound")
 
 
+def backend_for_file(package_dir: Path, manifest: Manifest, file: Path) -> str:
+    """The backend whose export wrote ``file`` (so ``falconet.load("pkg/model-int8.tflite")`` just works)."""
+    for name, entry in manifest.exports.items():
+        names = [entry.get("file"), *entry.get("extra_files", [])]
+        if file.name in names or str(file.relative_to(package_dir)) in names:
+            return name
+    raise BackendUnavailableError(f"{file} is not an export recorded in {package_dir}/manifest.json.", code="ExportNotFound")
+
+
 def load(path: str | Path, backend: str | None = None, **options: Any) -> Predictor:
-    """Open a model package directory and return a ready Predictor."""
-    package_dir = Path(path)
+    """Open a model package (its directory, or one exported file in it) and return a ready Predictor."""
+    path = Path(path)
+    package_dir = path.parent if path.is_file() else path
     manifest = load_manifest(package_dir, verify=False)
+    if backend is None and path.is_file():
+        backend = backend_for_file(package_dir, manifest, path)
     name = backend or default_backend(package_dir, manifest)
     return Predictor(manifest, create_backend(name, package_dir, manifest, **options), package_dir)
