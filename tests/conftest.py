@@ -1,12 +1,15 @@
-"""Shared fixtures: small images the tests draw themselves, and the optional real datasets."""
+"""Shared fixtures: small images the tests draw themselves, small trained packages, and the optional real datasets."""
 from __future__ import annotations
 
+import csv
+import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,3 +50,85 @@ def tag_folders(tmp_path: Path) -> Path:
             draw(root / tag / f"{tag}_{i}.jpg", COLOURS[tag], seed)
             seed += 1
     return root
+
+
+# ------------------------------------------------------------------ small trained packages
+# Trained once per session (a real pretrained backbone, seconds of training) with a held-out split
+# of 12+ images a tag, so exports have labelled held-out images to measure parity on. Tests that
+# export into or damage a package work on copy_package(...).
+
+def _train(data: Path, out: Path, **options: object) -> Path:
+    from falconet.training.pipeline import TrainRequest, train_package
+
+    train_package(TrainRequest(data=data, out=out, **options))  # type: ignore[arg-type]
+    return out
+
+
+@pytest.fixture(scope="session")
+def multiclass_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("multiclass")
+    seed = 0
+    for tag in ("red", "blue", "green"):
+        for i in range(14):
+            draw(root / "photos" / tag / f"{i}.jpg", COLOURS[tag], seed, size=(96, 80))
+            seed += 1
+    return _train(root / "photos", root / "package", domain="general-compact")
+
+
+@pytest.fixture(scope="session")
+def multilabel_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Left half and right half colours: tags 'red' and/or 'blue' (both, one, or Negative)."""
+    root = tmp_path_factory.mktemp("multilabel")
+    rng = np.random.default_rng(3)
+    rows = []
+    combos = [("red",), ("blue",), ("red", "blue")] * 6 + [()] * 6
+    for i, tags in enumerate(combos):
+        pixels = rng.integers(100, 150, size=(72, 96, 3), dtype=np.uint8)
+        if "red" in tags:
+            pixels[:, :48] = np.clip(np.array(COLOURS["red"]) + rng.normal(0, 20, (72, 48, 3)), 0, 255)
+        if "blue" in tags:
+            pixels[:, 48:] = np.clip(np.array(COLOURS["blue"]) + rng.normal(0, 20, (72, 48, 3)), 0, 255)
+        name = f"img_{i}.jpg"
+        (root / "images").mkdir(exist_ok=True)
+        Image.fromarray(pixels.astype(np.uint8)).save(root / "images" / name, quality=95)
+        rows.append((f"images/{name}", ";".join(tags) if tags else "negative"))
+    with open(root / "labels.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["image", "tags"])
+        writer.writerows(rows)
+    return _train(root / "labels.csv", root / "package", domain="general-compact-mobilenet")
+
+
+def _scene(path: Path, tag: str, seed: int) -> list[float]:
+    rng = np.random.default_rng(seed)
+    size = 96
+    image = Image.fromarray(rng.integers(90, 160, size=(size, size, 3), dtype=np.uint8))
+    w = int(rng.integers(28, 48))
+    x, y = int(rng.integers(0, size - w)), int(rng.integers(0, size - w))
+    pen = ImageDraw.Draw(image)
+    if tag == "square":
+        pen.rectangle([x, y, x + w - 1, y + w - 1], fill=(230, 30, 30))
+    else:
+        pen.ellipse([x, y, x + w - 1, y + w - 1], fill=(30, 30, 230))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, quality=95)
+    return [x / size, y / size, w / size, w / size]
+
+
+@pytest.fixture(scope="session")
+def detection_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("detection")
+    regions = {}
+    for t, tag in enumerate(("square", "disc")):
+        for i in range(18):
+            name = f"{tag}_{i}.jpg"
+            regions[name] = [_scene(root / "data" / tag / name, tag, 100 * t + i)]
+    (root / "data" / "regions.json").write_text(json.dumps(regions))
+    return _train(root / "data", root / "package", budget_s=20.0)
+
+
+def copy_package(package: Path, tmp_path: Path) -> Path:
+    """A private copy a test may export into or damage (the training data stays where it was)."""
+    target = tmp_path / package.name
+    shutil.copytree(package, target)
+    return target
