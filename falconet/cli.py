@@ -186,17 +186,32 @@ def evaluate(
 @app.command()
 def export(
     package: Path = typer.Argument(..., help="Model package directory"),
-    formats: str = typer.Option("onnx", "--format", help="Comma-separated formats, or 'all'"),
+    formats: Optional[str] = typer.Option(None, "--format", help="Comma-separated formats, or 'all' (default: onnx)"),
+    device: Optional[str] = typer.Option(None, "--device", help="Export what a device profile recommends (rpi4, rpi5, jetson-orin-nano, x86-cpu)"),
+    bundle: Optional[Path] = typer.Option(None, "--bundle", help="Also write a zip for app developers: files, labels, manifest, README"),
     parity_data: Optional[Path] = typer.Option(None, "--parity-data", help="Photos to measure parity on if the held-out images moved"),
     accept_degradation: bool = typer.Option(False, "--accept-degradation", help="Keep an export that misses its parity tolerance"),
 ) -> None:
     """Export the trained model and verify every file against it."""
-    from falconet.exporter.registry import export as run_export, resolve_formats
+    from falconet.exporter.registry import TARGETS, export as run_export, resolve_formats
 
     try:
-        names = resolve_formats(formats)
+        spec = formats
+        if device is not None:
+            from falconet.runtime.devices import load_device
+
+            profile = load_device(device)
+            recommended = [f for f in profile["formats"] if f in TARGETS]
+            spec = ",".join(dict.fromkeys([*recommended, *resolve_formats(formats)])) if formats else ",".join(recommended)
+            _console().print(f"{profile['title']}: {', '.join(recommended)} (backend {profile['backend']}, "
+                             f"{profile['threads'] or 'all'} threads)")
+        names = resolve_formats(spec or "onnx")
         results = run_export(package, names, parity_data=parity_data, accept_degradation=accept_degradation,
                              log=lambda s: _console().print(s))
+        if bundle is not None:
+            from falconet.exporter.bundle import write_bundle
+
+            write_bundle(package, names, bundle)
     except FalconetError as exc:
         _fail(exc)
         return
@@ -207,7 +222,10 @@ def export(
             continue
         figures = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in p.items()
                             if k not in ("reference", "runtime", "within_tolerance", "measured", "precision"))
-        _console().print(f"[green]{name}[/]: {package / entry['file']}  parity vs torch on {p['runtime']}: {figures}")
+        colour = "green" if p.get("within_tolerance") else "yellow"
+        _console().print(f"[{colour}]{name}[/]: {package / entry['file']}  parity vs torch on {p['runtime']}: {figures}")
+    if bundle is not None:
+        _console().print(f"bundle: {bundle}")
 
 
 @app.command()
@@ -216,7 +234,7 @@ def predict(
     images: list[Path] = typer.Argument(..., help="Image files"),
     as_json: bool = typer.Option(False, "--json", help="One JSON line per image (Custom Vision prediction objects)"),
     threshold: float = typer.Option(0.0, "--threshold", help="Hide predictions below this probability"),
-    backend: Optional[str] = typer.Option(None, "--backend"),
+    backend: Optional[str] = typer.Option(None, "--backend", help="An exported format (onnx, onnx-int8, tflite-int8, openvino, ...); default: onnx, else the first export"),
 ) -> None:
     """Run a model package on images."""
     import falconet
