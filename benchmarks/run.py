@@ -132,7 +132,11 @@ def machine() -> str:
     return f"{len(os.sched_getaffinity(0))} cores of {cpu}, {platform.machine()}, Python {platform.python_version()}, torch {torch.__version__}"
 
 
-def run(name: str, domain: str | None = None) -> dict[str, Any]:
+#: trained packages kept for the export and HTTP benchmarks (git-ignored)
+PACKAGES = HERE / "packages"
+
+
+def run(name: str, domain: str | None = None, keep: bool = False) -> dict[str, Any]:
     from falconet.training.pipeline import TrainRequest, train_package
 
     spec = RUNS[name]
@@ -166,9 +170,30 @@ def run(name: str, domain: str | None = None) -> dict[str, Any]:
             "date": dt.datetime.now().isoformat(timespec="minutes"), "machine": machine(),
             "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip(),
         }
+        if keep:
+            # The held-out/validation images stay reachable: the split points at the shared datasets
+            # (raccoon and fork-scissors at symlinked folders, which are re-created next to the package).
+            target = PACKAGES / (name if domain is None else f"{name}-{domain}")
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.copytree(work / "package", target)
+            for folder in work.iterdir():
+                if folder.is_dir() and folder.name != "package":
+                    shutil.rmtree(PACKAGES / folder.name, ignore_errors=True)
+                    shutil.copytree(folder, PACKAGES / folder.name, symlinks=True)
+            _repoint(target, work, PACKAGES)
     with open(RESULTS, "a") as fh:
         fh.write(json.dumps(row) + "\n")
     return row
+
+
+def _repoint(package: Path, old: Path, new: Path) -> None:
+    """Rewrite the kept package's recorded data paths from the temporary folder to PACKAGES."""
+    from falconet.core.manifest import load_manifest
+
+    manifest = load_manifest(package)
+    text = json.dumps(manifest.training).replace(str(old.resolve()), str(new.resolve()))
+    manifest.training = json.loads(text)
+    manifest.save(package)
 
 
 def _fmt(value: Any, pct: bool = False) -> str:
@@ -227,7 +252,13 @@ def write_table() -> None:
             lines.append(f"| {name} | {r['domain']} | {r['evaluation']} | {r['evaluated_images']} | {_fmt(r['accuracy'], True)} | "
                          f"{_fmt(r['map'])} | {_fmt(r['precision'])} | {_fmt(r['recall'])} | {_fmt(r['train_seconds'])} | "
                          f"{_fmt(r['wall_seconds'])} | {_load(r)} | {_parity(r)} | {r['machine']} | {r['date']} |")
-    TABLE.write_text("\n".join(lines + det_lines) + "\n")
+    extra: list[str] = []
+    for module in ("exports", "http_load"):  # sections other benchmark scripts own, when they have results
+        try:
+            extra += __import__(module).table_lines()
+        except (ImportError, AttributeError):
+            pass
+    TABLE.write_text("\n".join(lines + det_lines + extra) + "\n")
 
 
 def main() -> None:
@@ -236,6 +267,7 @@ def main() -> None:
     parser.add_argument("--all", action="store_true")
     parser.add_argument("--domain", default=None, help="override the domain (e.g. general)")
     parser.add_argument("--table", action="store_true", help="only rewrite RESULTS.md")
+    parser.add_argument("--keep", action="store_true", help=f"keep the trained packages in {PACKAGES} (for benchmarks/exports.py and http_load.py)")
     args = parser.parse_args()
     if not datasets().is_dir():
         sys.exit(f"datasets not found at {datasets()} (set FALCONET_DATASETS)")
@@ -244,7 +276,7 @@ def main() -> None:
     if unknown:
         sys.exit(f"unknown runs: {', '.join(unknown)}; known: {', '.join(RUNS)}")
     for name in [] if args.table else names:
-        row = run(name, args.domain)
+        row = run(name, args.domain, args.keep)
         print(json.dumps(row), flush=True)
     write_table()
 
