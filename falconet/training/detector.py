@@ -332,5 +332,5 @@ def detection_loss(
         loss_q = quality.sum() * 0.0
         mean_iou = 0.0
     total = loss_cls + box_weight * loss_box + loss_q
-    return total, {"cls": float(loss_cls), "box": float(loss_box), "quality": float(loss_q),
+    return total, {"cls": float(loss_cls.detach()), "box": float(loss_box.detach()), "quality": float(loss_q.detach()),
                    "iou": mean_iou, "positives": num_pos}
