@@ -314,6 +314,12 @@ def data_convert(
     _console().print(f"wrote {len(dataset.samples)} images, {boxes} boxes as {to} to {dst}")
 
 
+from falconet.runtime.commands import bench, stream  # noqa: E402
+
+app.command()(stream)
+app.command()(bench)
+
+
 def main() -> None:
     app()
 
