@@ -107,6 +107,15 @@ def machine_info() -> dict[str, Any]:
 
 # ------------------------------------------------------------------ which backends
 
+#: Backends that run another backend's exported file on other hardware (``onnx-gpu``: the ONNX
+#: file on onnxruntime's TensorRT/CUDA providers, for the Jetson image).
+RUNS_FILE_OF = {"onnx-gpu": "onnx"}
+
+
+def export_of(backend: str) -> str:
+    return RUNS_FILE_OF.get(backend, backend)
+
+
 def parse_threads(spec: Optional[str]) -> list[int]:
     """'1,2,4' -> [1, 2, 4]; None -> 1 and every usable core."""
     from falconet.runtime.backends import default_threads
@@ -141,10 +150,10 @@ def select_backends(package_dir: Path, spec: Optional[str]) -> tuple[list[str], 
             reason = "no runtime for this format on this platform" if name in manifest.exports else f"unknown backend; known: {', '.join(REGISTRY)}"
         elif name == "torch":
             reason = None if (package_dir / "weights.pt").is_file() else "the package has no weights.pt"
-        elif name not in manifest.exports:
-            reason = f"not exported (falconet export {package_dir} --format {name})"
-        elif not (package_dir / manifest.exports[name].get("file", "")).is_file():
-            reason = f"{manifest.exports[name].get('file')} is missing"
+        elif export_of(name) not in manifest.exports:
+            reason = f"not exported (falconet export {package_dir} --format {export_of(name)})"
+        elif not (package_dir / manifest.exports[export_of(name)].get("file", "")).is_file():
+            reason = f"{manifest.exports[export_of(name)].get('file')} is missing"
         if reason is None:
             chosen.append(name)
         elif explicit:
@@ -237,7 +246,7 @@ def bench_case(package_dir: str | Path, backend: str, threads: int, runs: int = 
         predictor.predict_batch(pictures, batch_size=batch)
         whole.append((time.perf_counter() - t) * 1000)
     whole_s = time.perf_counter() - started
-    entry = predictor.manifest.exports.get(backend, {})
+    entry = predictor.manifest.exports.get(export_of(backend), {})
     file = Path(package_dir) / entry["file"] if entry.get("file") else Path(package_dir) / "weights.pt"
     return {
         "backend": backend,
