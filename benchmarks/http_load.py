@@ -5,7 +5,9 @@ Trains nothing. It takes a model package (by default the hymenoptera classifier 
 port, and for each number of concurrent clients (1, 4, 16) sends the same photos as raw bytes to
 `POST /image` over keep-alive connections, bounded by a request count and a time limit. Next to
 it, the in-process figure: `falconet.load(...).predict(bytes)` in one loop on the same bytes
-(decode, preprocess, model, post-process: the same work the server does per request).
+(decode, preprocess, model, post-process: the same work the server does per request), once with
+the runtime's default threads and once with one thread; the HTTP rows are compared with the
+faster of the two.
 
 The load client is a small asyncio HTTP/1.1 client (prebuilt requests, one connection per
 client) so that it takes as little CPU as possible from the server it measures on the same
@@ -77,11 +79,12 @@ def summary(latencies_s: list[float], wall_s: float, errors: int) -> dict[str, A
 
 # ------------------------------------------------------------------------------------ in process
 def in_process(package: Path, backend: str | None, images: list[tuple[str, bytes]], count: int,
-               seconds: float) -> tuple[dict[str, Any], dict[str, str]]:
-    """One caller, one predictor with the default threads: what `falconet.load` gives a script."""
+               seconds: float, threads: int | None = None) -> tuple[dict[str, Any], dict[str, str]]:
+    """One caller, one predictor: what `falconet.load` gives a script (default threads unless given)."""
     import falconet
+    from falconet.runtime.backends import default_threads
 
-    predictor = falconet.load(package, backend=backend)
+    predictor = falconet.load(package, backend=backend, **({"threads": threads} if threads else {}))
     top = {name: predictor.predict(data)[0].tag_name for name, data in images}  # also the warm-up
     latencies, start = [], time.perf_counter()
     deadline = start + seconds
@@ -93,6 +96,7 @@ def in_process(package: Path, backend: str | None, images: list[tuple[str, bytes
             break
     result = summary(latencies, time.perf_counter() - start, 0)
     result["backend"] = getattr(predictor.backend, "description", predictor.backend.name)
+    result["threads"] = threads or default_threads()
     return result, top
 
 
@@ -172,7 +176,8 @@ async def http_level(port: int, payloads: list[tuple[str, bytes]], top: dict[str
 
 # ------------------------------------------------------------------------------------ report
 def markdown(row: dict[str, Any]) -> str:
-    m, base = row["machine"], row["in_process"]
+    m, local = row["machine"], row["in_process"]
+    base = max(local, key=lambda r: r["rps"])
     lines = [
         f"### HTTP serving: `falconet serve` vs in-process ({row['package']})",
         "",
@@ -180,20 +185,23 @@ def markdown(row: dict[str, Any]) -> str:
         f"{'/'.join(str(x) for x in m['load_average'])} before, {'/'.join(str(x) for x in row['load_average_after'])} after. "
         f"{row['images']} photos from {row['images_from']} as raw bytes to `POST /image` over loopback keep-alive "
         f"connections, at most {row['requests']} requests or {row['seconds']} s per row; server "
-        f"`{' '.join(row['server_args']) or '(defaults)'}`, {base['backend']}. The in-process row is "
-        f"`falconet.load(...).predict(bytes)` in one loop with the default threads; the client runs on the same machine.",
+        f"`{' '.join(row['server_args']) or '(defaults)'}`, {base['backend']}. The in-process rows are "
+        f"`falconet.load(...).predict(bytes)` in one loop; the HTTP rows are compared with the faster one. "
+        f"The load client runs on the same machine.",
         "",
         "| clients | requests | errors | req/s | p50 ms | p99 ms | vs in-process |",
         "|---:|---:|---:|---:|---:|---:|---:|",
-        f"| in-process | {base['requests']} | 0 | {base['rps']:.1f} | {base['p50_ms']:.1f} | {base['p99_ms']:.1f} | 1.00x |",
     ]
+    for r in local:
+        lines.append(f"| in-process, {r['threads']} thread{'s' if r['threads'] > 1 else ''} | {r['requests']} | 0 | "
+                     f"{r['rps']:.1f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['rps'] / base['rps']:.2f}x |")
     for level in row["http"]:
         ratio = level["rps"] / base["rps"] if base["rps"] else 0.0
         lines.append(f"| {level['clients']} | {level['requests']} | {level['errors']} | {level['rps']:.1f} | "
                      f"{level['p50_ms']:.1f} | {level['p99_ms']:.1f} | {ratio:.2f}x |")
-    top = row["http"][-1]
-    target = "met" if top["errors"] == 0 and top["rps"] >= 0.8 * base["rps"] else "NOT met"
-    lines += ["", f"Target (≥ 0.8x in-process at {top['clients']} clients, 0 errors): {target}.", ""]
+    last = row["http"][-1]
+    target = "met" if last["errors"] == 0 and last["rps"] >= 0.8 * base["rps"] else "NOT met"
+    lines += ["", f"Target (≥ 0.8x in-process at {last['clients']} clients, 0 errors): {target}.", ""]
     return "\n".join(lines)
 
 
@@ -221,8 +229,13 @@ def main() -> None:
     extra = [*(["--backend", args.backend] if args.backend else []), *args.server_arg]
     before = machine()
 
-    base, top = in_process(args.package, args.backend, images, args.requests, args.seconds)
-    print(f"in-process: {base['rps']} images/s, p50 {base['p50_ms']} ms ({base['backend']})", flush=True)
+    local = []
+    for threads in dict.fromkeys([None, 1]):
+        result, top = in_process(args.package, args.backend, images, args.requests, args.seconds, threads)
+        print(f"in-process, {result['threads']} threads: {result['rps']} images/s, p50 {result['p50_ms']} ms "
+              f"({result['backend']})", flush=True)
+        if all(r["threads"] != result["threads"] for r in local):
+            local.append(result)
     port = free_port()
     server = start_server(args.package, port, extra)
     try:
@@ -243,7 +256,7 @@ def main() -> None:
     row = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "package": args.package.name,
            "images": len(images), "images_from": str(folder), "requests": args.requests, "seconds": args.seconds,
            "server_args": extra, "machine": before, "load_average_after": [round(x, 2) for x in os.getloadavg()],
-           "in_process": base, "http": levels}
+           "in_process": local, "http": levels}
     table = markdown(row)
     print("\n" + table)
     if not args.no_write:

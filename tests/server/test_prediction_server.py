@@ -543,3 +543,32 @@ def test_serve_command_binds_loopback_by_default(classifier: Path, photos: dict[
     missing = subprocess.run([sys.executable, "-m", "falconet.cli", "serve", str(tmp_path / "nothing")], cwd=REPO,
                              capture_output=True, text=True, timeout=60)
     assert missing.returncode == 2 and "InvalidModelPackage" in missing.stderr
+
+
+def test_the_server_never_imports_torch(classifier: Path, photos: dict[str, Path]) -> None:
+    """A Raspberry Pi installs the runtime and the server alone: serving must not need torch."""
+    script = f"""
+import sys, httpx
+from falconet.server.background import BackgroundServer
+from falconet.server.models import ModelSet
+from falconet.server.prediction_app import ServerSettings, create_app
+app = create_app(ModelSet.open([("m", {str(classifier)!r})]), ServerSettings(threads=1), log=lambda s: None)
+with BackgroundServer(app) as server:
+    answer = httpx.post(server.url + "/image", content=open({str(photos["red"])!r}, "rb").read(),
+                        headers={{"Content-Type": "application/octet-stream"}})
+    assert answer.status_code == 200, answer.text
+print(sorted(m for m in sys.modules if m == "torch" or m.startswith("torch.")))
+"""
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_command_defaults_for_size_and_concurrency() -> None:
+    from falconet.server.commands import concurrency, parse_size
+
+    assert parse_size("4MB") == 4 * 1024 * 1024 and parse_size("512KB") == 512 * 1024 and parse_size("1000") == 1000
+    assert concurrency(2, None, None) == (2, 1)
+    assert concurrency(4, None, None) == (2, 2)
+    assert concurrency(1, None, None) == (1, 1)
+    assert concurrency(16, 4, None) == (4, 4) and concurrency(8, 1, 3) == (1, 3)
