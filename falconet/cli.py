@@ -319,6 +319,10 @@ from falconet.runtime.commands import bench, stream  # noqa: E402
 app.command()(stream)
 app.command()(bench)
 
+from falconet.server.commands import serve  # noqa: E402
+
+app.command()(serve)
+
 
 def main() -> None:
     app()
