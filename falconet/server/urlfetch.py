@@ -132,9 +132,9 @@ async def fetch_image(client: Any, url: str, policy: UrlPolicy) -> bytes:
     import httpx
 
     try:
-        async with asyncio.timeout(policy.timeout_s):
-            return await _get(client, url, policy)
-    except TimeoutError:
+        # wait_for rather than asyncio.timeout: the Jetson image runs Python 3.10.
+        return await asyncio.wait_for(_get(client, url, policy), policy.timeout_s)
+    except asyncio.TimeoutError:
         raise ImageUrlError(f"Fetching the URL took longer than {policy.timeout_s:g} s.") from None
     except httpx.HTTPError as exc:
         raise ImageUrlError(f"The URL cannot be fetched: {type(exc).__name__}: {exc}") from None
