@@ -39,9 +39,9 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("tflite", "falconet.exporter.tflite_target", "fp32", "falconet[tflite]"),
     Target("tflite-fp16", "falconet.exporter.tflite_target", "fp16", "falconet[tflite]"),
     Target("tflite-int8", "falconet.exporter.tflite_target", "int8", "falconet[tflite]"),
-    Target("openvino", "falconet.exporter.openvino_target", "fp32", "falconet[openvino]"),
-    Target("openvino-fp16", "falconet.exporter.openvino_target", "fp16", "falconet[openvino]"),
-    Target("openvino-int8", "falconet.exporter.openvino_target", "int8", "falconet[openvino]"),
+    Target("openvino", "falconet.exporter.openvino_target", "fp32", "falconet[openvino-export]"),
+    Target("openvino-fp16", "falconet.exporter.openvino_target", "fp16", "falconet[openvino-export]"),
+    Target("openvino-int8", "falconet.exporter.openvino_target", "int8", "falconet[openvino-export]"),
     Target("coreml", "falconet.exporter.coreml_target", "fp32", "falconet[coreml]", runnable=False),
 )}
 
