@@ -99,7 +99,8 @@ def multilabel_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _train(root / "labels.csv", root / "package", domain="general-compact-mobilenet")
 
 
-def _scene(path: Path, tag: str, seed: int) -> list[float]:
+def draw_scene(path: Path, tag: str, seed: int) -> list[float]:
+    """Noise with one red square (tag 'square') or blue disc ('disc'); returns its region."""
     rng = np.random.default_rng(seed)
     size = 96
     image = Image.fromarray(rng.integers(90, 160, size=(size, size, 3), dtype=np.uint8))
@@ -122,7 +123,7 @@ def detection_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for t, tag in enumerate(("square", "disc")):
         for i in range(18):
             name = f"{tag}_{i}.jpg"
-            regions[name] = [_scene(root / "data" / tag / name, tag, 100 * t + i)]
+            regions[name] = [draw_scene(root / "data" / tag / name, tag, 100 * t + i)]
     (root / "data" / "regions.json").write_text(json.dumps(regions))
     return _train(root / "data", root / "package", budget_s=20.0)
 

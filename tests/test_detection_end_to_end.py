@@ -8,11 +8,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image, ImageDraw
 from typer.testing import CliRunner
 
+from conftest import draw_scene
 from falconet.cli import app
 
 runner = CliRunner()
@@ -24,23 +23,6 @@ def _run(*args: str) -> str:
     return result.stdout
 
 
-def _scene(path: Path, tag: str, seed: int) -> list[float]:
-    """Noise with one red square (tag 'square') or blue disc (tag 'disc'); returns its region."""
-    rng = np.random.default_rng(seed)
-    size = 96
-    image = Image.fromarray(rng.integers(90, 160, size=(size, size, 3), dtype=np.uint8))
-    w = int(rng.integers(28, 48))
-    x, y = int(rng.integers(0, size - w)), int(rng.integers(0, size - w))
-    draw = ImageDraw.Draw(image)
-    if tag == "square":
-        draw.rectangle([x, y, x + w - 1, y + w - 1], fill=(230, 30, 30))
-    else:
-        draw.ellipse([x, y, x + w - 1, y + w - 1], fill=(30, 30, 230))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path, quality=95)
-    return [x / size, y / size, w / size, w / size]
-
-
 @pytest.fixture(scope="module")
 def detector(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("det")
@@ -48,7 +30,7 @@ def detector(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for t, tag in enumerate(("square", "disc")):
         for i in range(15):
             name = f"{tag}_{i}.jpg"
-            regions[name] = [_scene(root / "data" / tag / name, tag, 100 * t + i)]
+            regions[name] = [draw_scene(root / "data" / tag / name, tag, 100 * t + i)]
     (root / "data" / "regions.json").write_text(json.dumps(regions))
     out = root / "runs" / "shapes"
     _run("train", str(root / "data"), "--out", str(out), "--budget", "20s")
@@ -71,7 +53,7 @@ def test_detection_export_parity_and_predict(detector: Path, tmp_path: Path) -> 
     parity = json.loads((detector / "manifest.json").read_text())["exports"]["onnx"]["parity"]
     assert parity["within_tolerance"] and parity["raw_max_score_diff"] <= 1e-4 and parity["match_rate"] >= 0.99
     photo = tmp_path / "scene.jpg"
-    _scene(photo, "square", 999)
+    draw_scene(photo, "square", 999)
     line = json.loads(_run("predict", str(detector), str(photo), "--json").splitlines()[0])
     for p in line["predictions"]:
         box = p["boundingBox"]

@@ -105,22 +105,12 @@ def quantized_op_counts(path: Path) -> dict[str, int]:
 
 def _check(path: Path, manifest: Manifest) -> dict[str, int]:
     """The file must really be quantized and run in onnxruntime's CPU provider."""
-    import onnxruntime as ort
+    from falconet.exporter.onnx_target import smoke_run
 
     counts = quantized_op_counts(path)
     if not counts["QuantizeLinear"] or not counts["int8_conv_weights"]:
         raise ExportError(f"The int8 ONNX file holds no quantized convolutions ({counts}).", code="ExportOnnxInt8NotQuantized")
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    try:
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        size = manifest.input
-        batch = np.full((2, 3, size.height, size.width), 127.0, dtype=np.float32)
-        outputs = session.run(None, {session.get_inputs()[0].name: batch})
-    except Exception as exc:  # noqa: BLE001 - any runtime failure means an unusable file
-        raise ExportError(f"The int8 ONNX file does not run in onnxruntime: {exc}", code="ExportOnnxInt8Unrunnable") from exc
-    if not all(np.isfinite(o).all() for o in outputs):
-        raise ExportError("The int8 ONNX file gives non-finite outputs.", code="ExportOnnxInt8Unrunnable")
+    smoke_run(path, manifest, "int8 ONNX", "ExportOnnxInt8Unrunnable")
     return counts
 
 

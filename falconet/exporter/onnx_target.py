@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from falconet.core.errors import ExportError
 from falconet.core.manifest import DETECTION, Manifest
 
 OPSET = 17
@@ -44,3 +45,25 @@ def export(model: torch.nn.Module, manifest: Manifest, package_dir: Path, contex
         "nms_in_graph": False if manifest.task == DETECTION else None,
         "runtime_backend": "onnx",
     }
+
+
+def smoke_run(path: Path, manifest: Manifest, what: str, code: str) -> tuple[Any, list[Any]]:
+    """Load a derived ONNX file in onnxruntime's CPU provider and run a float32 batch of two.
+
+    Any failure, or a non-finite output, makes the file unusable: an ExportError with ``code``.
+    """
+    import numpy as np
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        size = manifest.input
+        batch = np.full((2, 3, size.height, size.width), 127.0, dtype=np.float32)
+        outputs = session.run(None, {session.get_inputs()[0].name: batch})
+    except Exception as exc:  # noqa: BLE001 - any runtime failure means an unusable file
+        raise ExportError(f"The {what} file does not run in onnxruntime: {exc}", code=code) from exc
+    if not all(np.isfinite(o).all() for o in outputs):
+        raise ExportError(f"The {what} file gives non-finite outputs.", code=code)
+    return session, outputs
