@@ -323,6 +323,10 @@ from falconet.server.commands import serve  # noqa: E402
 
 app.command()(serve)
 
+from falconet.server.service.commands import service  # noqa: E402
+
+app.command()(service)
+
 
 def main() -> None:
     app()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from typing import Any, AsyncIterator
+from typing import Any
 
 from falconet.core.errors import FalconetError, InvalidImageError
 from falconet.server.errors import PayloadTooLargeError, UnsupportedMediaTypeError
@@ -64,44 +64,59 @@ async def read_body(request: Any, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def _one_chunk(data: bytes) -> AsyncIterator[bytes]:
-    yield data
+def multipart_parts(content_type: str, body: bytes) -> list[tuple[str, bool, bytes]]:
+    """(field name, is a file, raw bytes) of every part of a multipart/form-data body.
+
+    Parts come back as bytes whether or not they carry a filename: the official SDK sends image
+    bytes as a plain form field, which a text-decoding form parser would corrupt.
+    """
+    import email.parser
+    import email.policy
+
+    if "boundary=" not in content_type.lower():
+        raise InvalidImageError("The multipart body has no boundary in its Content-Type.")
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body)
+    if not message.is_multipart():
+        raise InvalidImageError("The multipart body cannot be read.")
+    parts = []
+    for part in message.iter_parts():
+        payload = part.get_payload(decode=True)
+        if isinstance(payload, bytes):
+            parts.append((str(part.get_param("name", header="content-disposition") or ""), part.get_filename() is not None,
+                          payload))
+    return parts
 
 
-async def _multipart_image(request: Any, body: bytes, limit: int) -> bytes:
-    """The ``imageData`` part (the SDK's field), else the first file part."""
-    from starlette.formparsers import MultiPartException, MultiPartParser
+def _multipart_image(request: Any, body: bytes, limit: int) -> bytes:
+    """The ``imageData`` part (the SDK's field), else the first part."""
+    parts = multipart_parts(request.headers.get("content-type", ""), body)
+    data = next((d for name, _, d in parts if name == "imageData"), None)
+    if data is None:
+        data = next((d for _, is_file, d in parts if is_file), None)
+    if data is None:
+        raise InvalidImageError("The multipart body has no imageData part.")
+    if len(data) > limit:
+        raise PayloadTooLargeError(f"The image is over the limit of {_human(limit)}.")
+    if data[:16].strip() and _looks_base64(data):
+        # A form field of base64 text: the hosted service accepts base64 images too.
+        return base64.b64decode(data, validate=False)
+    return data
 
-    parser = MultiPartParser(request.headers, _one_chunk(body), max_files=4, max_fields=16, max_part_size=limit)
+
+def _looks_base64(data: bytes) -> bool:
     try:
-        form = await parser.parse()
-    except MultiPartException as exc:
-        raise InvalidImageError(f"The multipart body cannot be read: {exc.message}") from exc
-    try:
-        item = form.get("imageData")
-        if item is None:
-            item = next((v for _, v in form.multi_items() if not isinstance(v, str)), None)
-        if item is None:
-            raise InvalidImageError("The multipart body has no imageData part.")
-        if isinstance(item, str):
-            # A form field rather than a file: the hosted service accepts base64 images.
-            try:
-                return base64.b64decode(item, validate=True)
-            except (binascii.Error, ValueError):
-                raise InvalidImageError("The imageData field is neither a file nor base64 image data.") from None
-        data = await item.read()
-        if len(data) > limit:
-            raise PayloadTooLargeError(f"The image is over the limit of {_human(limit)}.")
-        return data
-    finally:
-        await form.close()
+        base64.b64decode(data.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return len(data.strip()) >= 16
 
 
 async def image_bytes(request: Any, limit: int) -> bytes:
     """The image of a ``/image`` request, whatever way it came."""
     kind = media_type(request)
     if kind == "multipart/form-data":
-        return await _multipart_image(request, await read_body(request, limit + MULTIPART_OVERHEAD), limit)
+        return _multipart_image(request, await read_body(request, limit + MULTIPART_OVERHEAD), limit)
     if kind in RAW_TYPES or kind.startswith("image/"):
         # x-www-form-urlencoded is what `curl --data-binary @photo.jpg` sends without -H; the body
         # is still the image, so it is taken as such rather than refused.
