@@ -86,7 +86,20 @@ def _head_loss(logits: torch.Tensor, targets: torch.Tensor, multilabel: bool) ->
 
 
 def fit_head(features: torch.Tensor, targets: torch.Tensor, multilabel: bool, l2: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """L2-regularised logistic regression by L-BFGS on standardised features; returns raw-space (W, b)."""
+    """L2-regularised logistic regression by L-BFGS on standardised features; returns raw-space (W, b).
+
+    Runs on one thread: the matrices are tiny (views x 1280), and thread hand-offs cost more than
+    the arithmetic; measured 10-20x faster than 2 threads on a 2-core machine.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _fit_head(features, targets, multilabel, l2)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit_head(features: torch.Tensor, targets: torch.Tensor, multilabel: bool, l2: float) -> tuple[torch.Tensor, torch.Tensor]:
     mu = features.mean(0)
     sigma = features.std(0).clamp_min(1e-6)
     z = (features - mu) / sigma

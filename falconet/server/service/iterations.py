@@ -128,8 +128,9 @@ class Iterations:
                 boxes = [[r.tag_id, r.left, r.top, r.width, r.height] for r in regions_by[image.id] if r.tag_id in wanted]
                 if not boxes and not any(t.tag_id in wanted or (negative and t.tag_id == negative.id) for t in tags_by[image.id]):
                     continue  # untagged images are not training data
-                for tag in {b[0] for b in boxes}:
-                    counts[tag] += 1
+                for tag in {b[0] for b in boxes} | {t.tag_id for t in tags_by[image.id]
+                                                    if negative and t.tag_id == negative.id}:
+                    counts[tag] = counts.get(tag, 0) + 1
                 snapshot.append({"image": image.id, "sha256": image.sha256, "format": image.format, "width": image.width,
                                  "height": image.height, "tags": [], "regions": boxes})
             else:

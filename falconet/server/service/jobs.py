@@ -37,7 +37,7 @@ class Job:
 
 def pid_alive(pid: Optional[int], marker: str) -> bool:
     """Whether ``pid`` is still a worker for ``marker`` (a reused pid of another program is not)."""
-    if not pid:
+    if not pid or pid <= 0:  # -1 marks a worker being spawned; os.kill(-1) would signal every process
         return False
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode("utf-8", "replace")
