@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Optional
 
 from fastapi import FastAPI, Request
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -624,9 +624,22 @@ def create_service_app(settings: ServiceSettings, log: Callable[[str], None] = p
             return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=86400"})
         return FileResponse(store.path(sha, ext), headers={"Cache-Control": "max-age=86400"})
 
-    @app.get("/", tags=["operations"], response_class=PlainTextResponse)
-    async def root() -> str:
-        return f"Falconet training service {falconet.__version__}: Training API at {TRAINING}, docs at /docs"
+    from falconet.portal import STATIC
+    from fastapi.responses import RedirectResponse
+    from starlette.staticfiles import StaticFiles
+
+    app.mount("/portal", StaticFiles(directory=STATIC, html=True), name="portal")
+
+    @app.get("/", tags=["operations"], include_in_schema=False)
+    async def root() -> Response:
+        return RedirectResponse("/portal/")
+
+    @app.get("/falconet/about", tags=["operations"])
+    async def about() -> dict[str, Any]:
+        """What the portal needs to know before it asks for anything: version and whether keys are required."""
+        return {"name": "Falconet training service", "version": falconet.__version__, "training": TRAINING,
+                "prediction": PREDICTION, "trainingKeyRequired": settings.training_key is not None,
+                "predictionKeyRequired": settings.prediction_key is not None}
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, Any]:
