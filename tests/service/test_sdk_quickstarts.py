@@ -19,7 +19,9 @@ import pytest
 from azure.cognitiveservices.vision.customvision.prediction import CustomVisionPredictionClient
 from azure.cognitiveservices.vision.customvision.training import CustomVisionTrainingClient
 from azure.cognitiveservices.vision.customvision.training.models import (CustomVisionErrorException, ImageFileCreateBatch,
-                                                                         ImageFileCreateEntry, Region)
+                                                                         ImageFileCreateEntry, ImageIdCreateBatch,
+                                                                         ImageIdCreateEntry, Region,
+                                                                         SuggestedTagAndRegionQueryToken)
 from msrest.authentication import ApiKeyCredentials
 
 import falconet
@@ -100,17 +102,41 @@ def test_classification_quickstart_on_cv_trees(real_datasets: Path, service: Ser
     assert (docker / "containers" / "Dockerfile").is_file() and (docker / "model" / "model.onnx").is_file()
     assert falconet.load(docker / "model").predict(test_image)[0].tag_name == local[0].tag_name
 
-    # Later: more photos, a second iteration, and the two compared.
-    more = [ImageFileCreateEntry(name="more.jpg", contents=test_image, tag_ids=[result.predictions[0].tag_id])]
-    assert trainer.create_images_from_files(project.id, ImageFileCreateBatch(images=more)).is_batch_successful
+    # The Predictions tab: the stored prediction becomes a training image with its (confirmed) tag.
+    stored = trainer.query_predictions(project.id, {"orderBy": "Newest"})
+    assert [r.iteration for r in stored.results] == [first.id]  # classify_image stores; nostore would not
+    promoted = trainer.create_images_from_predictions(project.id, ImageIdCreateBatch(
+        images=[ImageIdCreateEntry(id=stored.results[0].id, tag_ids=[result.predictions[0].tag_id])]))
+    assert promoted.is_batch_successful
+
+    # The smart labeler: an untagged photo gets suggested tags, most uncertain first.
+    untagged = trainer.create_images_from_data(project.id, _smaller(test_image)).images[0].image
+    suggestion = trainer.suggest_tags_and_regions(project.id, first.id, [untagged.id])[0]
+    assert {p.tag_name for p in suggestion.predictions} == {"Hemlock", "Japanese Cherry"}
+    assert 0.0 <= suggestion.prediction_uncertainty <= 1.0
+    queried = trainer.query_suggested_images(project.id, first.id, SuggestedTagAndRegionQueryToken(
+        tag_ids=[hemlock.id, cherry.id], threshold=0.0, max_count=10, sort_by="UncertaintyDescending"))
+    assert [r.id for r in queried.results] == [untagged.id]
+
+    # A second iteration on the grown workspace, compared with the first.
     second = train_and_wait(trainer, project.id)
     iterations = {i.id: i for i in trainer.get_iterations(project.id)}
     assert set(iterations) == {first.id, second.id} and iterations[first.id].publish_name == "treeClassifierModel"
     assert len(trainer.get_images(project.id, iteration_id=first.id, take=256)) == len(entries)
     assert len(trainer.get_images(project.id, iteration_id=second.id, take=256)) == len(entries) + 1
     trainer.get_iteration_performance(project.id, second.id)
-    stored = trainer.query_predictions(project.id, {"orderBy": "Newest"})
-    assert [r.iteration for r in stored.results] == [first.id]  # classify_image stores; nostore would not
+
+
+def _smaller(data: bytes) -> bytes:
+    import io
+
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(data))
+    image.thumbnail((400, 400))
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="JPEG")
+    return buffer.getvalue()
 
 
 def test_object_detection_quickstart_on_cv_fork_scissors(real_datasets: Path, service: Service, tmp_path: Path) -> None:  # noqa: F811
@@ -140,6 +166,11 @@ def test_object_detection_quickstart_on_cv_fork_scissors(real_datasets: Path, se
     assert trainer.query_predictions(project.id, {}).results == []
     quick = trainer.quick_test_image(project.id, test_image, iteration_id=iteration.id, store=False)
     assert [p.tag_name for p in quick.predictions] == [p.tag_name for p in result.predictions]
+
+    untagged = trainer.create_images_from_data(project.id, test_image).images[0].image
+    proposals = trainer.get_image_region_proposals(project.id, untagged.id).proposals
+    assert len(proposals) <= 20 and all(0.0 <= p.bounding_box.left <= 1.0 for p in proposals)
+    assert [p.confidence for p in proposals] == sorted((p.confidence for p in proposals), reverse=True)
 
     onnx_dir = export_and_download(trainer, project.id, iteration.id, "ONNX", tmp_path)
     local = falconet.load(onnx_dir).predict(test_image)

@@ -91,6 +91,8 @@ def create_service_app(settings: ServiceSettings, log: Callable[[str], None] = p
     jobs = JobRunner(engine, iterations, settings, log)
     predictors = Predictors(iterations.package_dir)
     stored = StoredPredictions(engine, store)
+    #: (iteration, image) -> smart-labeler suggestion; an iteration's model never changes.
+    suggestion_cache: dict[tuple[str, str], dict[str, Any]] = {}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -581,6 +583,71 @@ def create_service_app(settings: ServiceSettings, log: Callable[[str], None] = p
                         "predictions": body["predictions"], "predictionUncertainty": uncertainty(body["predictions"])})
         out.sort(key=lambda s: -s["predictionUncertainty"])
         return out
+
+    @app.post(T + "/projects/{project_id}/images/{image_id}/regionproposals", tags=["smart labeler"])
+    async def get_image_region_proposals(project_id: str, image_id: str) -> dict[str, Any]:
+        """Proposals from the newest trained detector of the project; none before the first training."""
+        from falconet.server.service.predicting import region_proposals
+
+        with engine.connect() as conn:
+            project = repo.project(conn, project_id)
+            found = repo.image_rows(conn, project_id, ids=[image_id])
+        if not found:
+            raise not_found("Image", image_id)
+        if not repo.is_detection(project):
+            raise bad_request("BadRequestNotSupported", "Region proposals are for object detection projects.")
+        done = [i for i in iterations.list(project_id) if i.status == "Completed"]
+        proposals: list[dict[str, Any]] = []
+        if done:
+            predictor = predictors.get(done[-1])
+            data = store.read(found[0].sha256, found[0].format)
+            proposals = await run_in_threadpool(region_proposals, predictor, data)
+        return {"projectId": project_id, "imageId": image_id, "proposals": proposals}
+
+    async def suggestions_for_untagged(project_id: str, iteration_id: Optional[str]) -> tuple[Any, list[dict[str, Any]]]:
+        row = iterations.completed(project_id, iteration_id)
+        with engine.connect() as conn:
+            images = repo.image_rows(conn, project_id, tagging="Untagged", order="Newest")
+        found = []
+        for image in images:
+            key = (row.id, image.id)
+            if key not in suggestion_cache:
+                predictions = await run_in_threadpool(predictors.predict, row, store.read(image.sha256, image.format))
+                body = to_custom_vision_json(predictions, project=project_id, iteration=row.id)
+                suggestion_cache[key] = {"id": image.id, "project": project_id, "iteration": row.id,
+                                         "created": body["created"], "predictions": body["predictions"],
+                                         "predictionUncertainty": uncertainty(body["predictions"]),
+                                         "width": image.width, "height": image.height,
+                                         **views.blob_uris("", image.sha256, image.format)}
+            found.append(suggestion_cache[key])
+        return row, found
+
+    def _matching(found: list[dict[str, Any]], tag_ids: list[str], threshold: float) -> list[dict[str, Any]]:
+        return [s for s in found if any((not tag_ids or p["tagId"] in tag_ids) and p["probability"] >= threshold
+                                        for p in s["predictions"])]
+
+    @app.post(T + "/projects/{project_id}/images/suggested", tags=["smart labeler"])
+    async def query_suggested_images(project_id: str, request: Request, iterationId: Optional[str] = None) -> dict[str, Any]:
+        token = await _json(request) or {}
+        _, found = await suggestions_for_untagged(project_id, iterationId)
+        chosen = _matching(found, token.get("tagIds") or [], float(token.get("threshold") or 0.0))
+        ascending = (token.get("sortBy") or "UncertaintyDescending").lower() == "uncertaintyascending"
+        chosen.sort(key=lambda s: s["predictionUncertainty"], reverse=not ascending)
+        start = int(token.get("continuation") or 0)
+        count = max(1, min(int(token.get("maxCount") or 50), 256))
+        base = _base(request)
+        page = [{**s, **{k: base + s[k] for k in ("resizedImageUri", "thumbnailUri", "originalImageUri")}}
+                for s in chosen[start:start + count]]
+        more = start + count < len(chosen)
+        return {"token": {**token, "continuation": str(start + count) if more else None}, "results": page}
+
+    @app.post(T + "/projects/{project_id}/images/suggested/count", tags=["smart labeler"])
+    async def query_suggested_image_count(project_id: str, request: Request, iterationId: Optional[str] = None) -> dict[str, int]:
+        body = await _json(request) or {}
+        row, found = await suggestions_for_untagged(project_id, iterationId)
+        threshold = float(body.get("threshold") or 0.0)
+        tag_ids = body.get("tagIds") or [t["id"] for t in row.tags]
+        return {tag: len(_matching(found, [tag], threshold)) for tag in tag_ids}
 
     # ------------------------------------------------------------------ prediction API for published iterations
     async def predict_route(request: Request, project_id: str, published: str, task: str, kind: str,

@@ -108,3 +108,25 @@ class StoredPredictions:
         with self.engine.begin() as conn:
             return conn.execute(delete(db.predictions).where(and_(db.predictions.c.project_id == project_id,
                                                                    db.predictions.c.id.in_(ids)))).rowcount
+
+
+#: Class-agnostic proposals returned per image, best first.
+MAX_PROPOSALS = 20
+
+
+def region_proposals(predictor: Any, data: bytes) -> list[dict[str, Any]]:
+    """Boxes where the detector sees *some* object, whatever its tag, to start labelling from.
+
+    The trained detector's per-box best class score is its objectness; NMS runs across classes,
+    so one object gives one proposal even when two tags compete for it.
+    """
+    import numpy as np
+
+    from falconet.runtime.postprocess import decode_detections
+
+    boxes, scores = predictor.run(predictor.preprocess(data)[None])[:2]
+    objectness = scores[0].max(axis=1, keepdims=True)
+    found = decode_detections(boxes[0], objectness, score_threshold=0.01, iou=predictor.iou_threshold,
+                              max_detections=MAX_PROPOSALS)
+    return [{"confidence": float(s), "boundingBox": {"left": x1, "top": y1, "width": x2 - x1, "height": y2 - y1}}
+            for _, s, x1, y1, x2, y2 in found if np.isfinite(s)]
