@@ -215,3 +215,15 @@ def test_image_files_are_served_and_partial_writes_are_cleaned(api: httpx.Client
     assert max(thumb.size) <= 200
     assert httpx.get(f"{shared_service.endpoint}/falconet/blobs/{'0' * 64}.jpg").status_code == 404
     assert COLOURS and draw  # the shared helpers stay importable from here
+
+
+def test_without_keys_the_service_refuses_to_leave_loopback(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("FALCONET_TRAINING_KEY", "FALCONET_PREDICTION_KEY")}
+    done = subprocess.run([sys.executable, "-m", "falconet.cli", "service", "--data-dir", str(tmp_path), "--host", "0.0.0.0"],
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode != 0 and "loopback" in done.stderr
+    assert not (tmp_path / "falconet.db").exists()  # refused before anything was created
