@@ -100,12 +100,25 @@ def extras_closure(extras: str) -> set[str]:
     return names
 
 
-def requirement_lines(extras: str) -> list[str]:
+def requirement_lines(extras: str, python_version: str | None = None) -> list[str]:
+    """The requirements of ``extras``; with ``python_version``, those whose markers hold there
+    (pip download --python-version picks wheels for that Python but judges markers by this one)."""
+    from packaging.requirements import Requirement
+
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     lines = list(project["dependencies"])
     for extra in extras.split(","):
         lines += [r for r in project["optional-dependencies"][extra.strip()] if not r.startswith("falconet[")]
-    return lines
+    if python_version is None:
+        return lines
+    chosen = []
+    for line in lines:
+        requirement = Requirement(line)
+        if requirement.marker is None or requirement.marker.evaluate({"python_version": python_version,
+                                                                      "python_full_version": python_version + ".0"}):
+            requirement.marker = None
+            chosen.append(str(requirement))
+    return chosen
 
 
 # ------------------------------------------------------------------ the recipes
@@ -289,15 +302,8 @@ def test_fresh_virtualenv_installs_and_runs_the_container_command(exported_packa
     print(f"fresh virtualenv install: {install_s:.0f} s")
 
 
-#: JetPack 6 (the Jetson image) has Python 3.10, where fastapi 0.163.2 and python-multipart 0.0.34
-#: do not exist (both need 3.11; the newest for 3.10 are 0.162.5 and 0.0.32). pyproject.toml's serve
-#: pins need python_version markers; strict, so this turns red once they are there and the mark can go.
-PY310_SERVE_PINS = pytest.mark.xfail(strict=True, reason="serve extra pins fastapi==0.163.2 / python-multipart==0.0.34, "
-                                     "which need Python 3.11; JetPack 6 has 3.10 (pyproject.toml needs python_version markers)")
-
-
 @slow
-@pytest.mark.parametrize("python_version", ["3.11", pytest.param("3.10", marks=PY310_SERVE_PINS)], ids=["py311-pi", "py310-jetson"])
+@pytest.mark.parametrize("python_version", ["3.11", "3.10"], ids=["py311-pi", "py310-jetson"])
 def test_runtime_set_has_aarch64_wheels(python_version: str, tmp_path: Path) -> None:
     """An arm64 image (Raspberry Pi OS, Jetson) installs from wheels only: nothing compiles there.
     Covers the extras the Dockerfile and the compose file install (serve, stream)."""
@@ -308,7 +314,7 @@ def test_runtime_set_has_aarch64_wheels(python_version: str, tmp_path: Path) -> 
                "--python-version", python_version, "--implementation", "cp", "--abi", f"cp{tag}",
                *[a for p in ("manylinux_2_28_aarch64", "manylinux_2_27_aarch64", "manylinux_2_17_aarch64", "manylinux2014_aarch64")
                  for a in ("--platform", p)],
-               "-c", str(constraints), *requirement_lines(extras)]
+               "-c", str(constraints), *requirement_lines(extras, python_version)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     wheels = [p.name for p in tmp_path.glob("*.whl")]
