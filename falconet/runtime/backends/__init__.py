@@ -31,6 +31,8 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "onnx": ("falconet.runtime.backends.onnxruntime_backend:OnnxRuntimeBackend", "falconet (onnxruntime)"),
     "onnx-fp16": ("falconet.runtime.backends.onnxruntime_backend:OnnxRuntimeBackend", "falconet (onnxruntime)"),
     "onnx-int8": ("falconet.runtime.backends.onnxruntime_backend:OnnxRuntimeBackend", "falconet (onnxruntime)"),
+    # model.onnx on onnxruntime's TensorRT, then CUDA, then CPU provider (the Jetson image's onnxruntime-gpu).
+    "onnx-gpu": ("falconet.runtime.backends.onnxruntime_backend:OnnxGpuBackend", "onnxruntime-gpu (containers/Dockerfile.jetson)"),
     "tflite": ("falconet.runtime.backends.litert_backend:LiteRTBackend", "falconet[litert]"),
     "tflite-fp16": ("falconet.runtime.backends.litert_backend:LiteRTBackend", "falconet[litert]"),
     "tflite-int8": ("falconet.runtime.backends.litert_backend:LiteRTBackend", "falconet[litert]"),
