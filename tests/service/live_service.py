@@ -91,6 +91,7 @@ def service(tmp_path: Path) -> Iterator[Service]:
 
 @pytest.fixture(scope="module")
 def shared_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    svc = Service(tmp_path_factory.mktemp("service") / "data", free_port()).start()
+    """One service for many API tests; image URLs may point at loopback (the tests' file server)."""
+    svc = Service(tmp_path_factory.mktemp("service") / "data", free_port()).start("--allow-private-urls")
     yield svc
     svc.stop()

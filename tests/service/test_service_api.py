@@ -227,3 +227,40 @@ def test_without_keys_the_service_refuses_to_leave_loopback(tmp_path: Path) -> N
                           capture_output=True, text=True, timeout=60, env=env)
     assert done.returncode != 0 and "loopback" in done.stderr
     assert not (tmp_path / "falconet.db").exists()  # refused before anything was created
+
+
+def test_images_from_urls_report_each_source(api: httpx.Client) -> None:
+    import http.server
+
+    photo = jpeg(400)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            if self.path != "/photo.jpg":
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "image/jpeg")
+            self.send_header("Content-Length", str(len(photo)))
+            self.end_headers()
+            self.wfile.write(photo)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        p = project(api)
+        tag = api.post(f"/projects/{p['id']}/tags", params={"name": "t"}).json()["id"]
+        answer = api.post(f"/projects/{p['id']}/images/urls", json={"images": [{"url": f"{base}/photo.jpg"},
+                                                                              {"url": f"{base}/missing.jpg"}],
+                                                                   "tagIds": [tag]})
+        assert answer.status_code == 207
+        assert [(i["sourceUrl"], i["status"]) for i in answer.json()["images"]] == [
+            (f"{base}/photo.jpg", "OK"), (f"{base}/missing.jpg", "ErrorSource")]
+        stored = httpx.get(answer.json()["images"][0]["image"]["originalImageUri"]).content
+        assert stored == photo
+    finally:
+        server.shutdown()

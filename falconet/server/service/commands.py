@@ -19,6 +19,8 @@ def service(
                                                  help="Require this Prediction-Key header on prediction routes"),
     quick_budget: Optional[float] = typer.Option(None, "--quick-budget", min=1.0,
                                                  help="Seconds a Regular (quick) training may take (default: per task)"),
+    allow_private_urls: bool = typer.Option(False, "--allow-private-urls",
+                                            help="Let image URLs point at loopback, private and link-local addresses (your LAN)"),
 ) -> None:
     """Run the training service: Custom Vision's Training and Prediction APIs over a local data directory."""
     import uvicorn
@@ -31,8 +33,10 @@ def service(
                                  "(127.0.0.1); set both keys to listen on other addresses", param_hint="--host")
     if training_key is None:
         typer.echo("No training key: the service accepts every request, so it listens on loopback only.", err=True)
+    from falconet.server.urlfetch import UrlPolicy
+
     settings = ServiceSettings(data_dir=data_dir, training_key=training_key, prediction_key=prediction_key,
-                               quick_budget_s=quick_budget)
+                               quick_budget_s=quick_budget, url_policy=UrlPolicy(allow_private=allow_private_urls))
     app = create_service_app(settings, log=lambda line: typer.echo(line, err=True))
     typer.echo(f"Falconet training service on http://{host}:{port} (data in {data_dir.resolve()}); "
                f"SDK endpoint: http://{host}:{port}", err=True)
