@@ -126,3 +126,31 @@ def test_classification_flow(page, portal_service, real_datasets: Path, tmp_path
 
     page.get_by_role("button", name="Unpublish trees").click()
     page.wait_for_selector("#published:has-text('Nothing is published yet')")
+
+    # Predictions tab: the photo sent to the prediction URL above was stored; add it with a corrected tag.
+    page.get_by_role("link", name="Predictions").click()
+    page.wait_for_selector("#stored .tile")
+    page.locator("#stored .tile select").first.select_option(label="hemlock")
+    page.get_by_role("button", name="Add chosen to the training set").click()
+    page.wait_for_selector("text=Added 1 of 1")
+
+    # Smart labeler: an untagged photo gets a suggestion, confirmed in bulk.
+    from PIL import Image, ImageOps
+
+    mirrored = tmp_path / "mirrored_cherry.jpg"
+    with Image.open(cherry[0]) as image:
+        ImageOps.mirror(image).save(mirrored)
+    with portal_service.client() as api:
+        pid = page.url.split("/projects/")[1].split("/")[0]
+        added = api.post(f"/projects/{pid}/images", content=mirrored.read_bytes(),
+                         headers={"Content-Type": "application/octet-stream"}).json()
+        image_id = added["images"][0]["image"]["id"]
+    page.get_by_role("button", name="Suggest tags for untagged photos").click()
+    page.wait_for_selector("#smart-confirm:not([disabled])")
+    page.get_by_role("button", name="Confirm checked suggestions").click()
+    page.wait_for_selector("#notice:has-text('Confirmed 1 suggestion')")
+    with portal_service.client() as api:
+        tags = api.get(f"/projects/{pid}/images/id", params={"imageIds": image_id}).json()[0]["tags"]
+    assert tags and len(tags) == 1
+    shot(page, "classification-predictions")
+    assert_accessible(page)

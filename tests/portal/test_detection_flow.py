@@ -115,3 +115,15 @@ def test_detection_flow(page, portal_service, real_datasets: Path) -> None:
     page.wait_for_selector("#qt-result .pred-box")
     assert page.locator("#qt-result .pred-box").count() >= 1
     shot(page, "detection-quicktest")
+
+    # Region proposals from the trained detector, accepted as boxes with the chosen tag.
+    page.goto(f"{portal_service.endpoint}/portal/#/projects/{pid}/label/{ids['fork_5.jpg']}")
+    page.wait_for_selector("#stage .box")
+    boxes = page.locator("#stage .box:not(.proposal)").count()
+    page.get_by_role("button", name="Suggest boxes").click()
+    page.wait_for_selector("#notice:has-text('suggest'), #notice:has-text('No suggestions')")
+    proposals = page.locator("#stage .box.proposal").count()
+    page.get_by_role("button", name="Accept all suggestions").click()
+    assert page.locator("#stage .box:not(.proposal)").count() == boxes + proposals
+    if proposals:
+        assert page.locator("#save-state").inner_text() == "Unsaved changes"

@@ -30,11 +30,16 @@ def test_text_file_and_too_few_photos(page, portal_service, tmp_path: Path) -> N
 
     photos = [draw(tmp_path / f"{colour}.png", rgb, seed) for seed, (colour, rgb) in
               enumerate([("red", (220, 30, 30)), ("blue", (30, 30, 220))])]
-    for photo, tag in zip(photos, ("red", "blue")):
-        page.get_by_label("New tag for these photos (optional)").fill(tag)
-        page.locator("#upload-files").set_input_files(str(photo))
-        page.wait_for_selector("#upload-status:has-text('Done: 1 accepted')")
-        page.wait_for_selector(f"#upload-tags label:has-text('{tag}')")
+    page.locator("#upload-files").set_input_files([str(p) for p in photos])
+    page.wait_for_selector("#upload-status:has-text('Done: 2 accepted')")
+    page.get_by_label("Show").select_option("untagged")
+    page.wait_for_selector("#gallery-count:has-text('2 photo(s)')")
+    for tag in ("red", "blue"):  # tag the photos later, one by one, through the selection
+        page.locator("#gallery .tile .check").first.check()
+        page.get_by_label("New tag", exact=True).fill(tag)
+        page.get_by_role("button", name="Tag selected").click()
+        page.wait_for_selector(f"#notice:has-text('Tagged 1 photo')")
+    page.wait_for_selector("#gallery:has-text('No photos here yet')")
     page.get_by_role("link", name="Train & iterations").click()
     page.get_by_role("button", name="Train", exact=True).click()
     page.wait_for_selector("#notice:has-text('at least')")
@@ -42,6 +47,14 @@ def test_text_file_and_too_few_photos(page, portal_service, tmp_path: Path) -> N
     assert "images" in text and "{" not in text, text
     assert page.locator("#iterations").is_visible()
     shot(page, "error-too-few")
+
+    # Select everything and delete it.
+    page.get_by_role("link", name="Images").click()
+    page.get_by_role("button", name="Select all shown").click()
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Delete selected").click()
+    page.wait_for_selector("#notice:has-text('Deleted 2 photo')")
+    page.wait_for_selector("#gallery-count:has-text('0 photo(s)')")
 
 
 def test_tablet_and_keyboard(browser, portal_service) -> None:
