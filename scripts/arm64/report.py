@@ -32,8 +32,12 @@ def _box(p: dict[str, Any]) -> tuple[float, ...] | None:
     return None if b is None else tuple(b[k] for k in ("left", "top", "width", "height"))
 
 
-def _kept(result: dict[str, Any], threshold: float = 0.5) -> list[tuple[str, tuple[float, ...] | None]]:
-    """The detections an app would act on (probability >= 0.5), in order."""
+#: int8 detections compared one by one: all but the noise floor (the test detector is weakly trained).
+KEPT_THRESHOLD = 0.05
+
+
+def _kept(result: dict[str, Any], threshold: float = KEPT_THRESHOLD) -> list[tuple[str, tuple[float, ...] | None]]:
+    """The detections above the noise floor, in order: tag and box must be identical for int8."""
     return [(p["tagName"], _box(p)) for p in result.get("predictions", []) if p["probability"] >= threshold]
 
 
@@ -68,7 +72,7 @@ def compare_case(key: str, x86: dict[str, Any], arm: dict[str, Any], x86_raw: An
         predict_prob_diff = max(predict_prob_diff, _prob_diff(rx, ra))
         box_diff = max(box_diff, _box_diff(rx, ra))
         if int8 and _kept(rx) != _kept(ra):
-            problems.append(f"{Path(rx['image']).name}: detections >= 0.5 differ")
+            problems.append(f"{Path(rx['image']).name}: detections >= {KEPT_THRESHOLD} differ")
     if not predict_top1_same:
         problems.append("predict top-1 differs")
 
@@ -79,7 +83,7 @@ def compare_case(key: str, x86: dict[str, Any], arm: dict[str, Any], x86_raw: An
         problems.append("serve top-1 differs")
     if int8:
         if _kept(sx) != _kept(sa):
-            problems.append("serve detections >= 0.5 differ")
+            problems.append(f"serve detections >= {KEPT_THRESHOLD} differ")
         if box_diff != 0.0:
             problems.append(f"int8 top-1 box differs by {box_diff:.3g}")
     else:
@@ -150,11 +154,15 @@ def main(work: Path, log_file: Path, cpus: list[str]) -> int:
             f"- models: {run['models']}",
             f"- x86 reference: Python {xm['python']}, " + ", ".join(f"{k} {v}" for k, v in xm["packages"].items() if v),
             "- rule: ONNX fp32 within 1e-5 of x86 (raw outputs, `falconet predict` probabilities and boxes, the"
-            " `falconet serve` answer); TFLite int8 identical top-1 and identical detections (>= 0.5) and boxes.",
+            " `falconet serve` answer); TFLite int8 identical top-1 (tag and box) and identical detections"
+            f" (tags and boxes of every detection >= {KEPT_THRESHOLD}).",
             "- what this proves: the container's install line resolves and installs PyPI's aarch64 wheels with"
             " the arm64 pip, and the runtime gives x86's answers on the instruction sets of these cores. What it"
             " does not: speed (emulated timings below say nothing about a Pi), a Pi's kernel, memory or"
-            " thermal behaviour.", "", f"Total wall time of the run: {run['seconds']} s.", ""]
+            " thermal behaviour.", "",
+            f"Total wall time of the run: {run['seconds']} s; the host's load average (1/5/15 min) at the end:"
+            f" {run.get('load', 'not recorded')} on {run['host'].rsplit(', ', 1)[-1]} (emulated steps slow down"
+            " in proportion when the machine is shared).", ""]
     log_file.parent.mkdir(parents=True, exist_ok=True)
     log_file.write_text("\n".join(head + sections))
     print(f"log: {log_file} ({'PASS' if ok else 'FAIL'})")
