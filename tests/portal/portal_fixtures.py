@@ -21,7 +21,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parents[1] / "service"))
 from live_service import PREDICTION_KEY, TRAINING_KEY, Service, free_port  # noqa: E402
 
-CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM = Path(os.environ.get("FALCONET_CHROMIUM", "/usr/bin/chromium"))  # Debian's; never a downloaded browser
 ROOT = Path(__file__).parents[2]
 ARTIFACTS = ROOT / "test-artifacts" / "portal"
 README_SHOTS = ROOT / "docs" / "screenshots"
@@ -44,7 +44,7 @@ def portal_service(tmp_path_factory: pytest.TempPathFactory) -> Service:
 @pytest.fixture(scope="session")
 def browser() -> object:
     if not CHROMIUM.exists():
-        pytest.skip("Debian's Chromium is not installed at /usr/bin/chromium (apt-get install chromium); the portal tests need a real browser")
+        pytest.skip(f"Debian's Chromium is not installed at {CHROMIUM} (apt-get install chromium); the portal tests need a real browser")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e .[test])")
     if "browser" not in _shared:
         playwright = sync_api.sync_playwright().start()

@@ -74,6 +74,17 @@ def test_detection_flow(page, portal_service, real_datasets: Path) -> None:
                              mid[1] - 0.05 * page.locator("#stage").bounding_box()["height"]))
         else:
             drag(page, stage_point(page, left, top), stage_point(page, left + width, top + height))
+            # The keyboard alone: add a box, move it, resize it, delete it.
+            page.locator("#stage").focus()
+            page.keyboard.press("Insert")
+            assert page.locator("#stage .box").count() == 2
+            style = "(n) => [parseFloat(n.style.left), parseFloat(n.style.width)]"
+            x0, w0 = page.locator("#stage .box.selected").evaluate(style)
+            page.keyboard.press("Shift+ArrowRight")
+            page.keyboard.press("Shift+Alt+ArrowRight")
+            x1, w1 = page.locator("#stage .box.selected").evaluate(style)
+            assert abs(x1 - x0 - 5) < 0.01 and abs(w1 - w0 - 5) < 0.01
+            page.keyboard.press("Delete")
         assert page.locator("#stage .box").count() == 1
         assert tag in page.locator("#stage .box .label").inner_text()
         if n == 0:

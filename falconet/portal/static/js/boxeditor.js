@@ -19,7 +19,8 @@ export class BoxEditor {
     stage.tabIndex = 0;
     stage.setAttribute("role", "application");
     stage.setAttribute("aria-label", "Image with boxes. Drag on the image to draw a box; drag a box to move it, its corner to resize it. "
-      + "Delete removes the selected box, arrow keys move it (Shift: faster), Tab-free keys: [ and ] select the previous or next box.");
+      + "Plus adds a box in the middle, Delete removes the selected box, arrow keys move it and Alt + arrow keys resize it "
+      + "(Shift: faster), [ and ] select the previous or next box.");
     stage.addEventListener("pointerdown", (e) => this.down(e));
     window.addEventListener("pointermove", this.move = this.move.bind(this));
     window.addEventListener("pointerup", this.up = this.up.bind(this));
@@ -106,17 +107,31 @@ export class BoxEditor {
       return;
     }
     const arrows = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1] };
+    if (e.key === "+" || e.key === "Insert") { e.preventDefault(); this.addBox(); return; }
     if (arrows[e.key] && this.selected >= 0) {
       e.preventDefault();
       e.stopPropagation();
       const step = e.shiftKey ? 0.05 : 0.005;
       const b = this.boxes[this.selected];
-      b.left = clamp(b.left + arrows[e.key][0] * step, 0, 1 - b.width);
-      b.top = clamp(b.top + arrows[e.key][1] * step, 0, 1 - b.height);
+      if (e.altKey) {  // Alt + arrows: resize from the bottom-right corner
+        b.width = clamp(b.width + arrows[e.key][0] * step, MIN, 1 - b.left);
+        b.height = clamp(b.height + arrows[e.key][1] * step, MIN, 1 - b.top);
+      } else {
+        b.left = clamp(b.left + arrows[e.key][0] * step, 0, 1 - b.width);
+        b.top = clamp(b.top + arrows[e.key][1] * step, 0, 1 - b.height);
+      }
       b.dirty = true;
       this.render();
       this.onChange(this.boxes);
     }
+  }
+
+  // A box in the middle of the photo, for keyboard users (then arrows move it, Alt + arrows resize it).
+  addBox() {
+    this.boxes.push({ tagId: this.defaultTag(), left: 0.35, top: 0.35, width: 0.3, height: 0.3, fresh: true });
+    this.select(this.boxes.length - 1);
+    this.render();
+    this.onChange(this.boxes);
   }
 
   select(index) {

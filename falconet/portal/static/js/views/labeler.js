@@ -97,6 +97,8 @@ export async function renderLabeler(main, [projectId, imageId]) {
     showInfo(proposals.length ? `${proposals.length} suggested box(es), drawn dashed: click one to accept it with the chosen tag, or accept all.`
       : "No suggestions for this photo (suggestions come from the newest trained iteration).");
   }, propose));
+  const addBox = el("button", { type: "button", id: "add-box" }, "Add a box");
+  addBox.addEventListener("click", () => { editor.addBox(); stage.focus(); });
   const acceptAll = el("button", { type: "button" }, "Accept all suggestions");
   acceptAll.addEventListener("click", () => { while (editor.proposals.length) editor.acceptProposal(0); });
 
@@ -111,11 +113,12 @@ export async function renderLabeler(main, [projectId, imageId]) {
   clear(main, ...projectHeader(ctx, "images", [[`Photo ${index + 1} of ${ids.length}`]]),
     el("div", { class: "editor" },
       el("div", {}, stage, el("p", { class: "muted" }, "Drag on the photo to draw a box; drag a box to move it, its corners to resize it. "
-        + "Keys: Delete removes the selected box, arrows move it, [ and ] pick a box, n / PageDown saves and goes to the next photo, p the previous, s saves.")),
+        + "Keys (on the photo): + adds a box, Delete removes the selected one, arrows move it, Alt + arrows resize it, [ and ] pick a box; "
+        + "n / PageDown saves and goes to the next photo, p the previous, s saves.")),
       el("aside", { class: "card", "aria-label": "Boxes" },
         el("label", { for: "default-tag" }, "Tag for new boxes"), defaultTag,
         el("div", { class: "row" }, el("label", { for: "new-box-tag", class: "sr-only" }, "New tag"), newTag, addTag),
-        el("h2", {}, "Boxes"), boxList, state,
+        el("h2", {}, "Boxes"), boxList, addBox, state,
         el("div", { class: "row" }, saveButton, nextButton, prev),
         el("div", { class: "row" }, propose, acceptAll))));
   stage.focus();
