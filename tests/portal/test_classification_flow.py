@@ -93,6 +93,11 @@ def test_classification_flow(page, portal_service, real_datasets: Path, tmp_path
     text = page.locator("#qt-tags").inner_text()
     assert "hemlock" in text and "japanese_cherry" in text and re.search(r"\d+\.\d%", text)
     shot(page, "classification-quicktest")
+    # A loopback address is refused by the service's URL policy: the reason is shown in words.
+    page.get_by_label("Or a photo's web address").fill(f"{portal_service.endpoint}/healthz")
+    page.get_by_role("button", name="Test URL").click()
+    page.wait_for_selector("#notice:not(:empty)")
+    assert "{" not in page.locator("#notice").inner_text()
 
     # Publish: the snippets are shown, and the prediction URL really answers with the prediction key.
     page.get_by_role("link", name="Publish & export").click()

@@ -56,6 +56,16 @@ def test_text_file_and_too_few_photos(page, portal_service, tmp_path: Path) -> N
     page.wait_for_selector("#notice:has-text('Deleted 2 photo')")
     page.wait_for_selector("#gallery-count:has-text('0 photo(s)')")
 
+    # Delete the project; then its address shows the API's refusal in words, with a way back, not a blank page.
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Delete this project").click()
+    page.get_by_role("heading", name="Projects").wait_for()
+    assert page.locator("[data-project='Too small']").count() == 0
+    page.goto(f"{portal_service.endpoint}/portal/#/projects/{pid}/images")
+    page.wait_for_selector("#notice:not(:empty)")
+    assert pid in page.locator("#notice").inner_text() or "not" in page.locator("#notice").inner_text().lower()
+    assert page.get_by_role("link", name="Back to the projects").is_visible()
+
 
 def test_tablet_and_keyboard(browser, portal_service) -> None:
     """On a tablet-sized screen the pages fit; the create form works from the keyboard alone with a visible focus."""

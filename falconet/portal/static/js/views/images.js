@@ -84,6 +84,17 @@ function tile(image, ctx, selected, onToggle) {
   return node;
 }
 
+function dangerZone(ctx) {
+  const button = el("button", { type: "button", class: "danger", id: "delete-project" }, "Delete this project");
+  button.addEventListener("click", () => guard(async () => {
+    if (!confirm(`Delete the project “${ctx.project.name}” with all its photos and iterations? This cannot be undone.`)) return;
+    await api.deleteProject(ctx.project.id);
+    location.hash = "#/";
+  }, button));
+  return el("section", { class: "card", "aria-labelledby": "danger-title" }, el("h2", { id: "danger-title" }, "Project"),
+    el("p", { class: "muted" }, "Deleting a project removes its photos, tags, iterations and exports."), button);
+}
+
 export async function renderImages(main, [projectId]) {
   const ctx = await loadProject(projectId);
   const selected = new Set();
@@ -170,6 +181,7 @@ export async function renderImages(main, [projectId]) {
         ctx.detection ? null : [el("label", { for: "bulk-tag", class: "sr-only" }, "Tag"), bulkTag,
           el("label", { for: "bulk-new-tag", class: "sr-only" }, "New tag"), bulkNew, tagButton, untagButton],
         deleteButton),
-      gallery, more));
+      gallery, more),
+    dangerZone(ctx));
   await load(true);
 }

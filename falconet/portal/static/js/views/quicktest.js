@@ -49,14 +49,14 @@ export async function renderQuickTest(main, [projectId], { query }) {
     const chosen = file.files[0];
     if (!chosen) return;
     clear(result, el("p", { class: "muted" }, "Testing…"));
-    const body = await api.quickTestImage(projectId, iteration.value, chosen);
+    const body = await api.quickTestImage(projectId, iteration.value, chosen).catch((err) => { clear(result); throw err; });
     last = { body, src: URL.createObjectURL(chosen) };
     show();
   }));
   urlButton.addEventListener("click", () => guard(async () => {
     if (!url.value.trim()) throw new Error("Type the address of a photo first.");
     clear(result, el("p", { class: "muted" }, "Testing…"));
-    const body = await api.quickTestUrl(projectId, iteration.value, url.value.trim());
+    const body = await api.quickTestUrl(projectId, iteration.value, url.value.trim()).catch((err) => { clear(result); throw err; });
     last = { body, src: url.value.trim() };
     show();
   }, urlButton));
