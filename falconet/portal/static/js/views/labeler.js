@@ -23,9 +23,20 @@ export async function saveBoxes(projectId, image, boxes) {
   return { added: added.length, removed: removed.length };
 }
 
+// The project's photos in upload order, for previous / next (pages of 256, as the API gives them).
+async function allImages(projectId) {
+  let list = [];
+  for (let skip = 0; skip < 10000; skip += 256) {
+    const page = await api.images(projectId, { take: 256, skip, orderBy: "Oldest" });
+    list = list.concat(page);
+    if (page.length < 256) break;
+  }
+  return list;
+}
+
 export async function renderLabeler(main, [projectId, imageId]) {
   const ctx = await loadProject(projectId);
-  const [list, [image]] = await Promise.all([api.images(projectId, { take: 256, orderBy: "Oldest" }), api.imagesById(projectId, [imageId])]);
+  const [list, [image]] = await Promise.all([allImages(projectId), api.imagesById(projectId, [imageId])]);
   if (!image) throw new Error("This photo is no longer in the project.");
   const ids = list.map((i) => i.id);
   const index = ids.indexOf(imageId);
