@@ -113,6 +113,7 @@ def test_partial_batch_answers_207_with_a_status_per_image(api: httpx.Client, tm
                                                      "ErrorInvalidTag", "ErrorNegativeAndRegularTagOnSameImage",
                                                      "ErrorImageDimensions"]
     assert body["images"][0]["image"]["tags"][0]["tagName"] == "cat"
+    assert "the limit is 6 MB" in body["images"][2]["message"]
     assert api.get(f"/projects/{p['id']}/images/count").json() == 2  # nothing else was written
     error(api.post(f"/projects/{p['id']}/images/files", json={"images": [entry(jpeg(9))] * 65}), 400, "BadRequestImageBatch")
 

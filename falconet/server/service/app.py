@@ -280,8 +280,9 @@ def create_service_app(settings: ServiceSettings, log: Callable[[str], None] = p
     def summary(ok: bool, results: list[dict[str, Any]], request: Request, project_id: str) -> JSONResponse:
         ids = [r["image_id"] for r in results if r.get("image_id")]
         by_id = {i["id"]: i for i in images_view(project_id, request, None, ids=ids)} if ids else {}
-        images = [{"sourceUrl": r["sourceUrl"], "status": r["status"], "image": by_id.get(r.get("image_id"))}
-                  for r in results]
+        # "message" is Falconet's own beside the API's fields: why an image was refused, in words.
+        images = [{"sourceUrl": r["sourceUrl"], "status": r["status"], "image": by_id.get(r.get("image_id")),
+                   **({"message": r["message"]} if r.get("message") else {})} for r in results]
         return JSONResponse({"isBatchSuccessful": ok, "images": images}, status_code=200 if ok else 207)
 
     def limit() -> int:
