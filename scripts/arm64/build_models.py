@@ -72,8 +72,11 @@ def build(out: Path) -> None:
 
     falconet("train", str(data / "colours"), "--out", str(out / "classifier"), "--domain", "general-compact")
     falconet("train", str(data / "scenes"), "--out", str(out / "detector"))
+    # The check is about the runtime giving x86's answers, not about int8 accuracy: a few seconds of
+    # training make a weak detector whose int8 file may miss the exporter's accuracy gate. Keep the
+    # file anyway; the manifest still records its measured drop.
     for package in ("classifier", "detector"):
-        falconet("export", str(out / package), "--format", FORMATS)
+        falconet("export", str(out / package), "--format", FORMATS, "--accept-degradation")
 
 
 if __name__ == "__main__":
