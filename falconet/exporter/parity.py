@@ -134,8 +134,8 @@ def _detection_parity(reference: Predictor, candidate: Predictor, images: Sequen
         cand_raw = candidate.run(candidate.preprocess(path)[None])
         raw_box = max(raw_box, float(np.abs(ref_raw[0] - cand_raw[0]).max()))
         raw_score = max(raw_score, float(np.abs(ref_raw[1] - cand_raw[1]).max()))
-        ref = reference.predict(path, threshold=0.05)
-        cand = candidate.predict(path, threshold=0.05)
+        ref = reference.from_outputs(ref_raw, threshold=0.05)[0]
+        cand = candidate.from_outputs(cand_raw, threshold=0.05)[0]
         total += len(ref)
         b = np.array([p.bounding_box.to_xyxy() for p in cand]).reshape(-1, 4)  # type: ignore[union-attr]
         for p in ref:

@@ -54,7 +54,12 @@ class Predictor:
         return results
 
     def predict_arrays(self, batch: np.ndarray, threshold: float = 0.0, max_detections: int | None = None) -> list[list[Prediction]]:
-        outputs = self.run(batch)
+        return self.from_outputs(self.run(batch), threshold, max_detections)
+
+    def from_outputs(self, outputs: list[np.ndarray], threshold: float = 0.0,
+                     max_detections: int | None = None) -> list[list[Prediction]]:
+        """Predictions from raw outputs already computed (so a caller that needs both runs once)."""
+        batch = outputs[0]
         if self.is_detection:
             boxes, scores = outputs[0], outputs[1]
             # Scores below 1% are never useful and make NMS slow; a lower threshold still applies.
