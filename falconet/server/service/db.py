@@ -12,7 +12,7 @@ import uuid
 from typing import Any, Callable
 
 from sqlalchemy import (JSON, Column, Float, ForeignKey, Integer, MetaData, String, Table, Text,
-                        UniqueConstraint, create_engine, event, text)
+                        UniqueConstraint, and_, create_engine, event, exists, insert, select, text)
 from sqlalchemy.engine import Connection, Engine
 
 metadata = MetaData()
@@ -143,6 +143,24 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
+def insert_unless_present(conn: Connection, table: Table, **values: Any) -> None:
+    """Insert a row unless its primary key is taken, on any database the URL may name.
+
+    SQLite's ``INSERT OR IGNORE`` prefix is dropped silently on PostgreSQL, where the duplicate
+    would then raise; the ``ON CONFLICT DO NOTHING`` of each dialect keeps the check and the
+    insert in one statement, so two writers cannot both pass the check.
+    """
+    if conn.dialect.name in ("sqlite", "postgresql"):
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        dialect_insert = sqlite.insert if conn.dialect.name == "sqlite" else postgresql.insert
+        conn.execute(dialect_insert(table).values(**values).on_conflict_do_nothing())
+        return
+    key = and_(*(column == values[column.name] for column in table.primary_key.columns))
+    if not conn.execute(select(exists().where(key))).scalar():
+        conn.execute(insert(table).values(**values))
+
+
 def _initial(conn: Connection) -> None:
     metadata.create_all(conn, tables=[t for t in metadata.sorted_tables if t.name != "schema_migrations"])
 
@@ -202,5 +220,5 @@ def schema_version(engine: Engine) -> int:
     return max(versions, default=0)
 
 
-__all__ = ["connect", "migrate", "schema_version", "now", "new_id", "projects", "tags", "images", "image_tags",
-           "regions", "iterations", "exports", "predictions"]
+__all__ = ["connect", "migrate", "schema_version", "now", "new_id", "insert_unless_present", "projects", "tags", "images",
+           "image_tags", "regions", "iterations", "exports", "predictions"]

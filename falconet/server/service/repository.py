@@ -288,8 +288,7 @@ class Repository:
                                                    created=stamp))
             tagged.add(r["tagId"])
         for tag_id in set(tag_ids) | tagged:
-            conn.execute(insert(db.image_tags).prefix_with("OR IGNORE", dialect="sqlite")
-                         .values(image_id=image_id, tag_id=tag_id, created=stamp))
+            db.insert_unless_present(conn, db.image_tags, image_id=image_id, tag_id=tag_id, created=stamp)
 
     def image_rows(self, conn: Connection, project_id: str, *, ids: Optional[Sequence[str]] = None,
                    tagging: str = "All", tag_ids: Sequence[str] = (), order: str = "Newest",
@@ -421,8 +420,7 @@ class Repository:
                 region_id = db.new_id()
                 conn.execute(insert(db.regions).values(id=region_id, image_id=entry["imageId"], tag_id=entry["tagId"],
                                                        left=box[0], top=box[1], width=box[2], height=box[3], created=stamp))
-                conn.execute(insert(db.image_tags).prefix_with("OR IGNORE", dialect="sqlite")
-                             .values(image_id=entry["imageId"], tag_id=entry["tagId"], created=stamp))
+                db.insert_unless_present(conn, db.image_tags, image_id=entry["imageId"], tag_id=entry["tagId"], created=stamp)
                 summary["created"].append({"imageId": entry["imageId"], "regionId": region_id, "tagName": names[entry["tagId"]],
                                            "created": stamp, "tagId": entry["tagId"], "left": box[0], "top": box[1],
                                            "width": box[2], "height": box[3]})

@@ -1,0 +1,78 @@
+"""The repository under the Training API, in process: inserts that must tolerate a row already
+there on every database the URL may name."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from sqlalchemy import func, select
+from sqlalchemy.dialects import postgresql
+
+from falconet.server.service import db
+from falconet.server.service.ingest import check_image
+from falconet.server.service.repository import Repository, Upload
+from falconet.server.service.settings import open_storage
+
+CLASSIFICATION_COMPACT = "0732100f-1a38-4e49-a514-c9b44c697ab5"
+DETECTION_COMPACT = "a27d5ca5-bb19-49d8-a70a-fec086c47f5b"
+
+
+@pytest.fixture
+def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Repository:
+    monkeypatch.delenv("FALCONET_DATABASE_URL", raising=False)
+    engine, store = open_storage(tmp_path)
+    return Repository(engine, store, tmp_path)
+
+
+def png(shade: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 30), (shade, 90, 160)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_a_box_for_a_tag_the_image_has_keeps_one_tag_row(repo: Repository) -> None:
+    project = repo.create_project("boxes", domain=DETECTION_COMPACT)
+    knife = repo.create_tag(project.id, "knife").id
+    box = {"tagId": knife, "left": 0.1, "top": 0.1, "width": 0.3, "height": 0.3}
+    _, results = repo.add_images(project.id, [Upload(check_image(png(7)), [knife], [box])])
+    image = results[0]["image_id"]
+    added = repo.add_regions(project.id, [{**box, "imageId": image, "left": 0.5}])
+    assert len(added["created"]) == 1
+    with repo.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(db.image_tags)).scalar() == 1
+        assert conn.execute(select(func.count()).select_from(db.regions)).scalar() == 2
+
+
+def _tag_row(repo: Repository) -> dict[str, str]:
+    project = repo.create_project("rows", domain=CLASSIFICATION_COMPACT)
+    tag = repo.create_tag(project.id, "t").id
+    _, results = repo.add_images(project.id, [Upload(check_image(png(3)))])
+    return {"image_id": results[0]["image_id"], "tag_id": tag, "created": db.now()}
+
+
+def test_insert_unless_present_ignores_a_taken_key(repo: Repository, monkeypatch: pytest.MonkeyPatch) -> None:
+    row = _tag_row(repo)
+    with repo.engine.begin() as conn:
+        db.insert_unless_present(conn, db.image_tags, **row)
+        db.insert_unless_present(conn, db.image_tags, **row)
+    # A database with neither dialect's ON CONFLICT takes the check-then-insert path.
+    monkeypatch.setattr(repo.engine.dialect, "name", "another")
+    with repo.engine.begin() as conn:
+        db.insert_unless_present(conn, db.image_tags, **row)
+    with repo.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(db.image_tags)).scalar() == 1
+
+
+def test_postgresql_gets_its_own_on_conflict_clause() -> None:
+    sent: list[str] = []
+
+    class Recorder:
+        dialect = postgresql.dialect()
+
+        def execute(self, statement: object) -> None:
+            sent.append(str(statement.compile(dialect=self.dialect)))  # type: ignore[attr-defined]
+
+    db.insert_unless_present(Recorder(), db.image_tags, image_id="i", tag_id="t", created="now")  # type: ignore[arg-type]
+    assert len(sent) == 1 and sent[0].startswith("INSERT INTO image_tags") and sent[0].endswith("ON CONFLICT DO NOTHING")
