@@ -1,13 +1,14 @@
-"""The repository under the Training API, in process: inserts that must tolerate a row already
-there on every database the URL may name."""
+"""The repository under the Training API, in process: how many queries a request costs, and
+inserts that must tolerate a row already there on every database the URL may name."""
 from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 from PIL import Image
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.dialects import postgresql
 
 from falconet.server.service import db
@@ -30,6 +31,38 @@ def png(shade: int) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (40, 30), (shade, 90, 160)).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+class Statements:
+    """The SQL a block of code sends, read from the engine as it goes."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def reading(self, table: str) -> list[str]:
+        return [s for s in self.sent if s.lstrip().upper().startswith("SELECT") and f"FROM {table}" in s.replace("\n", " ")]
+
+
+@pytest.fixture
+def statements(repo: Repository) -> Iterator[Statements]:
+    seen = Statements()
+
+    def record(conn: object, cursor: object, statement: str, *args: object) -> None:
+        seen.sent.append(statement)
+
+    event.listen(repo.engine, "before_cursor_execute", record)
+    yield seen
+    event.remove(repo.engine, "before_cursor_execute", record)
+
+
+def test_a_batch_reads_its_project_tags_once(repo: Repository, statements: Statements) -> None:
+    project = repo.create_project("batch", domain=CLASSIFICATION_COMPACT)
+    cat = repo.create_tag(project.id, "cat").id
+    statements.sent.clear()
+    ok, results = repo.add_images(project.id, [Upload(check_image(png(i)), [cat]) for i in range(5)]
+                                  + [Upload(check_image(png(9)), ["not-a-tag"])])
+    assert [r["status"] for r in results] == ["OK"] * 5 + ["ErrorInvalidTag"] and not ok
+    assert len(statements.reading("tags")) == 1
 
 
 def test_a_box_for_a_tag_the_image_has_keeps_one_tag_row(repo: Repository) -> None:

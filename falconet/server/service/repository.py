@@ -201,10 +201,12 @@ class Repository:
             self.touch(conn, project_id)
 
     # ------------------------------------------------------------------ images
-    def _check_labels(self, conn: Connection, project: Any, tag_ids: Iterable[str],
+    def _check_labels(self, project: Any, known: dict[str, Any], tag_ids: Iterable[str],
                       regions: Sequence[dict[str, Any]]) -> Optional[str]:
-        """The per-item error status for these tags and regions on one image, or None."""
-        known = {t.id: t for t in self.tags(conn, project.id)}
+        """The per-item error status for these tags and regions on one image, or None.
+
+        ``known`` (tag id -> row) is read once by the caller for a whole batch, not once per image.
+        """
         wanted = set(tag_ids) | {r.get("tagId") for r in regions}
         if any(t not in known for t in wanted):
             return "ErrorInvalidTag"
@@ -237,12 +239,14 @@ class Repository:
         metadata = check_metadata(metadata or {})
         with self.engine.connect() as conn:
             project = self.project(conn, project_id)
+            known = {t.id: t for t in self.tags(conn, project_id)}
         results = []
         for upload in uploads:
-            results.append(self._add_one(project, upload, list(batch_tags), metadata))
+            results.append(self._add_one(project, known, upload, list(batch_tags), metadata))
         return all(r["status"] == "OK" for r in results), results
 
-    def _add_one(self, project: Any, upload: Upload, batch_tags: list[str], metadata: dict[str, str]) -> dict[str, Any]:
+    def _add_one(self, project: Any, known: dict[str, Any], upload: Upload, batch_tags: list[str],
+                 metadata: dict[str, str]) -> dict[str, Any]:
         result: dict[str, Any] = {"sourceUrl": upload.source_url, "status": "OK", "image": None}
         if isinstance(upload.image, Refusal):
             result["status"] = upload.image.status
@@ -250,11 +254,11 @@ class Repository:
             return result
         image = upload.image
         tag_ids = list(dict.fromkeys(batch_tags + list(upload.tag_ids)))
+        problem = self._check_labels(project, known, tag_ids, upload.regions)
+        if problem:
+            result["status"] = problem
+            return result
         with self.engine.begin() as conn:
-            problem = self._check_labels(conn, project, tag_ids, upload.regions)
-            if problem:
-                result["status"] = problem
-                return result
             count = conn.execute(select(func.count()).select_from(db.images).where(db.images.c.project_id == project.id)).scalar()
             if count >= MAX_IMAGES_PER_PROJECT:
                 result["status"] = "ErrorLimitExceed"
@@ -400,12 +404,12 @@ class Repository:
             if not self.is_detection(project):
                 raise bad_request("BadRequestImageRegions", "Regions belong to object detection projects.")
             self._images_of_project(conn, project_id, (e["imageId"] for e in entries))
-            names = {t.id: t.name for t in self.tags(conn, project_id)}
+            known = {t.id: t for t in self.tags(conn, project_id)}
             stamp = db.now()
             for entry in entries:
-                if entry.get("tagId") not in names:
+                if entry.get("tagId") not in known:
                     raise not_found("Tag", entry.get("tagId"))
-                problem = self._check_labels(conn, project, [], [entry])
+                problem = self._check_labels(project, known, [], [entry])
                 if problem:
                     raise bad_request("BadRequestImageRegions", f"Region {entry} is not a valid normalized rectangle.")
                 existing = list(conn.execute(select(db.regions).where(db.regions.c.image_id == entry["imageId"])))
@@ -421,7 +425,7 @@ class Repository:
                 conn.execute(insert(db.regions).values(id=region_id, image_id=entry["imageId"], tag_id=entry["tagId"],
                                                        left=box[0], top=box[1], width=box[2], height=box[3], created=stamp))
                 db.insert_unless_present(conn, db.image_tags, image_id=entry["imageId"], tag_id=entry["tagId"], created=stamp)
-                summary["created"].append({"imageId": entry["imageId"], "regionId": region_id, "tagName": names[entry["tagId"]],
+                summary["created"].append({"imageId": entry["imageId"], "regionId": region_id, "tagName": known[entry["tagId"]].name,
                                            "created": stamp, "tagId": entry["tagId"], "left": box[0], "top": box[1],
                                            "width": box[2], "height": box[3]})
             self.touch(conn, project.id)
