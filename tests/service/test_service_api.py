@@ -91,6 +91,16 @@ def test_projects_and_tags_refuse_what_the_reference_refuses(api: httpx.Client) 
     error(api.get(f"/projects/{p['id']}/tags/not-a-tag"), 404, "NotFoundTag")
 
 
+def test_the_project_list_shows_each_project_newest_image(api: httpx.Client) -> None:
+    pictured, empty = project(api), project(api)
+    for seed in (500, 501):  # two requests: the second image is the newer one
+        made = api.post(f"/projects/{pictured['id']}/images/files", json={"images": [entry(jpeg(seed))]}).json()
+    newest = made["images"][0]["image"]["thumbnailUri"]
+    listed = {p["id"]: p["thumbnailUri"] for p in api.get("/projects").json()}
+    assert listed[pictured["id"]] == newest and listed[empty["id"]] is None
+    assert api.get(f"/projects/{pictured['id']}").json()["thumbnailUri"] == newest
+
+
 def test_partial_batch_answers_207_with_a_status_per_image(api: httpx.Client, tmp_path: Path) -> None:
     p = project(api)
     cat = api.post(f"/projects/{p['id']}/tags", params={"name": "cat"}).json()["id"]

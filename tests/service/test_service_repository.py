@@ -65,6 +65,19 @@ def test_a_batch_reads_its_project_tags_once(repo: Repository, statements: State
     assert len(statements.reading("tags")) == 1
 
 
+def test_project_thumbnails_are_the_newest_images_in_one_query(repo: Repository, statements: Statements) -> None:
+    first, second, empty = (repo.create_project(name, domain=CLASSIFICATION_COMPACT) for name in ("a", "b", "c"))
+    for project, shades in ((first, (1, 2, 3)), (second, (4,))):
+        for shade in shades:
+            repo.add_images(project.id, [Upload(check_image(png(shade)))])
+    with repo.engine.connect() as conn:  # "newest" as the image list orders it, ties included
+        newest = {p.id: repo.image_rows(conn, p.id, order="Newest", take=1)[0] for p in (first, second)}
+    statements.sent.clear()
+    found = repo.thumbnails([first.id, second.id, empty.id])
+    assert found == {p: f"{row.sha256}.{row.format}" for p, row in newest.items()}
+    assert len(statements.sent) == 1 and repo.thumbnails([]) == {}
+
+
 def test_a_box_for_a_tag_the_image_has_keeps_one_tag_row(repo: Repository) -> None:
     project = repo.create_project("boxes", domain=DETECTION_COMPACT)
     knife = repo.create_tag(project.id, "knife").id

@@ -144,14 +144,16 @@ def create_service_app(settings: ServiceSettings, log: Callable[[str], None] = p
             raise not_found("Domain", domain_id) from None
 
     # ------------------------------------------------------------------ projects
+    def projects_view(rows: list[Any], request: Request) -> list[dict[str, Any]]:
+        thumbnails = repo.thumbnails([r.id for r in rows])
+        return [views.project_json(r, _base(request), thumbnails.get(r.id)) for r in rows]
+
     def project_view(row: Any, request: Request) -> dict[str, Any]:
-        with engine.connect() as conn:
-            first = repo.image_rows(conn, row.id, order="Newest", take=1)
-        return views.project_json(row, _base(request), f"{first[0].sha256}.{first[0].format}" if first else None)
+        return projects_view([row], request)[0]
 
     @app.get(T + "/projects", tags=["projects"])
     async def get_projects(request: Request) -> list[dict[str, Any]]:
-        return [project_view(p, request) for p in repo.list_projects()]
+        return projects_view(repo.list_projects(), request)
 
     @app.post(T + "/projects", tags=["projects"])
     async def create_project(request: Request, name: str = "", description: str = "", domainId: Optional[str] = None,

@@ -89,6 +89,22 @@ class Repository:
         with self.engine.connect() as conn:
             return list(conn.execute(select(db.projects).order_by(db.projects.c.created)))
 
+    def thumbnails(self, project_ids: Sequence[str]) -> dict[str, str]:
+        """Project id -> ``sha256.format`` of its newest image, for any number of projects in one query.
+
+        A project list showed one query per project; ranking each project's images in the
+        database keeps it one round trip. Projects without images are absent.
+        """
+        if not project_ids:
+            return {}
+        images = db.images.c
+        newest_first = func.row_number().over(partition_by=images.project_id, order_by=(images.created.desc(), images.id))
+        ranked = (select(images.project_id, images.sha256, images.format, newest_first.label("rank"))
+                  .where(images.project_id.in_(list(project_ids))).subquery())
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(ranked.c.project_id, ranked.c.sha256, ranked.c.format).where(ranked.c.rank == 1))
+            return {r.project_id: f"{r.sha256}.{r.format}" for r in rows}
+
     def get_project(self, project_id: str) -> Any:
         with self.engine.connect() as conn:
             return self.project(conn, project_id)
