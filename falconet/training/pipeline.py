@@ -26,6 +26,7 @@ from falconet.data.splits import choose_evaluation, kfold, stratified_split
 from falconet.data.types import Dataset, Sample
 from falconet.runtime.predictor import Predictor
 from falconet.training.domains import Domain, get_domain
+from falconet.training.metrics.rescore import metrics_from_rows
 from falconet.training.torch_backend import TorchBackend
 from falconet.training.weights import WEIGHTS, save_weights
 
@@ -179,21 +180,6 @@ def evaluate_predictor(predictor: Predictor, samples: Sequence[Sample], labels: 
     return metrics, per_image
 
 
-def _pooled_kfold_metrics(per_image: list[dict[str, Any]], samples: list[Sample], labels: Sequence[str], task: str,
-                          threshold: float, overlap: float) -> dict[str, Any]:
-    if task == DETECTION:
-        from falconet.training.metrics.detection import evaluate_detections
-
-        truth = [list(s.boxes) for s in samples]
-        predictions = [[tuple(p) for p in r["predicted"]] for r in per_image]
-        return evaluate_detections(truth, predictions, list(labels), threshold=threshold, overlap=overlap)
-    from falconet.training.classification_trainer import targets_matrix
-    from falconet.training.metrics.classification import classification_metrics
-
-    probabilities = np.array([r["probabilities"] for r in per_image])
-    return classification_metrics(targets_matrix(samples, labels), probabilities, labels, task, threshold)
-
-
 # ------------------------------------------------------------------ the whole job
 
 def train_package(request: TrainRequest, progress: Progress | None = None,
@@ -252,7 +238,8 @@ def train_package(request: TrainRequest, progress: Progress | None = None,
             fold_metrics.append(metrics)
             for i, row in zip(held, rows):
                 per_image[i] = row
-        metrics = _pooled_kfold_metrics(per_image, samples, dataset.labels, dataset.task, request.threshold, request.overlap)
+        # Pooled: the per-image rows of every fold scored as one set, as a Performance page re-scores them.
+        metrics = metrics_from_rows(per_image, dataset.labels, dataset.task, request.threshold, request.overlap)
         from falconet.training.metrics.classification import summarize_folds
 
         metrics.update(summarize_folds(fold_metrics))

@@ -3,7 +3,8 @@
 The per-image results written at training time (held-out probabilities, or boxes with scores)
 are all the sliders of a Performance page need: moving the probability threshold or the IoU
 overlap re-scores them without running any model. Only numpy is imported, so the service can
-answer ``performance?threshold=…`` without torch.
+answer ``performance?threshold=…`` without torch. Training pools its k-fold metrics through the
+same function, so the figures it stores and the ones the sliders show cannot drift apart.
 """
 from __future__ import annotations
 
