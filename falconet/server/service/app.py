@@ -14,7 +14,7 @@ import json
 import re
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Optional
+from typing import Any, AsyncIterator, Awaitable, Callable, Optional
 
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -27,7 +27,7 @@ from falconet.server.errors import UnauthorizedError, install_handlers
 from falconet.server.service import db
 from falconet.server.service.catalog import PLATFORMS, all_domains, domain_json, export_format, resolve_domain
 from falconet.server.service.errors import bad_request, not_found
-from falconet.server.service.ingest import check_image
+from falconet.server.service.ingest import CheckedImage, Refusal, check_image
 from falconet.server.service.iterations import Iterations
 from falconet.server.service.jobs import JobRunner
 from falconet.server.service.predicting import Predictors, StoredPredictions, uncertainty
@@ -310,58 +310,56 @@ def create_service_app(settings: ServiceSettings, log: Callable[[str], None] = p
         ok, results = await run_in_threadpool(repo.add_images, project_id, uploads, _ids(tagIds))
         return summary(ok, results, request, project_id)
 
+    async def add_entries(project_id: str, request: Request, batch: dict[str, Any],
+                          image_of: Callable[[dict[str, Any]], Awaitable[CheckedImage | Refusal]],
+                          source_of: Callable[[dict[str, Any]], Optional[str]] = lambda entry: None) -> JSONResponse:
+        """The JSON batches differ only in where an entry's bytes come from; labels, batch tags,
+        metadata and the summary are the same for all of them."""
+        uploads = [Upload(await image_of(entry), entry.get("tagIds") or [], _regions(entry), source_of(entry))
+                   for entry in batch.get("images") or []]
+        ok, results = await run_in_threadpool(repo.add_images, project_id, uploads, batch.get("tagIds") or [],
+                                              batch.get("metadata"))
+        return summary(ok, results, request, project_id)
+
     @app.post(T + "/projects/{project_id}/images/files", tags=["images"])
     async def create_images_from_files(project_id: str, request: Request) -> JSONResponse:
-        batch = await _json(request)
-        uploads = []
-        for entry in batch.get("images") or []:
+        async def decoded(entry: dict[str, Any]) -> CheckedImage | Refusal:
             try:
                 data = base64.b64decode(entry.get("contents") or "", validate=True)
             except (binascii.Error, ValueError):
                 data = b""
-            uploads.append(Upload(check_image(data, limit()), entry.get("tagIds") or [], _regions(entry),
-                                  entry.get("name")))
-        ok, results = await run_in_threadpool(repo.add_images, project_id, uploads, batch.get("tagIds") or [],
-                                              batch.get("metadata"))
-        return summary(ok, results, request, project_id)
+            return check_image(data, limit())
+
+        return await add_entries(project_id, request, await _json(request), decoded, lambda entry: entry.get("name"))
 
     @app.post(T + "/projects/{project_id}/images/urls", tags=["images"])
     async def create_images_from_urls(project_id: str, request: Request) -> JSONResponse:
-        from falconet.server.service.ingest import Refusal
-
         batch = await _json(request)
         entries = batch.get("images") or []
         if len(entries) > 64:
             raise bad_request("BadRequestImageBatch", f"A batch may hold at most 64 images; it has {len(entries)}.")
-        uploads = []
-        for entry in entries:
-            url = entry.get("url") or ""
+
+        async def fetched(entry: dict[str, Any]) -> CheckedImage | Refusal:
             try:
-                data = await urlfetch.fetch_image(request.app.state.http, url, settings.url_policy)
-                checked: Any = check_image(data, limit())
+                data = await urlfetch.fetch_image(request.app.state.http, entry.get("url") or "", settings.url_policy)
+                return check_image(data, limit())
             except FalconetError as exc:
-                checked = Refusal("ErrorSource", exc.message)
-            uploads.append(Upload(checked, entry.get("tagIds") or [], _regions(entry), url))
-        ok, results = await run_in_threadpool(repo.add_images, project_id, uploads, batch.get("tagIds") or [],
-                                              batch.get("metadata"))
-        return summary(ok, results, request, project_id)
+                return Refusal("ErrorSource", exc.message)
+
+        return await add_entries(project_id, request, batch, fetched, lambda entry: entry.get("url") or "")
 
     @app.post(T + "/projects/{project_id}/images/predictions", tags=["images"])
     async def create_images_from_predictions(project_id: str, request: Request) -> JSONResponse:
-        from falconet.server.service.ingest import Refusal
-
         batch = await _json(request)
-        entries = batch.get("images") or []
-        found = stored.get_many(project_id, [e.get("id") for e in entries if e.get("id")])
-        uploads = []
-        for entry in entries:
+        found = stored.get_many(project_id, [e.get("id") for e in batch.get("images") or [] if e.get("id")])
+
+        async def kept(entry: dict[str, Any]) -> CheckedImage | Refusal:
             row = found.get(entry.get("id"))
-            checked: Any = (check_image(store.read(row.sha256, row.format), limit()) if row is not None
-                            else Refusal("ErrorImageNotFound", f"No stored prediction {entry.get('id')}."))
-            uploads.append(Upload(checked, entry.get("tagIds") or [], _regions(entry)))
-        ok, results = await run_in_threadpool(repo.add_images, project_id, uploads, batch.get("tagIds") or [],
-                                              batch.get("metadata"))
-        return summary(ok, results, request, project_id)
+            if row is None:
+                return Refusal("ErrorImageNotFound", f"No stored prediction {entry.get('id')}.")
+            return check_image(store.read(row.sha256, row.format), limit())
+
+        return await add_entries(project_id, request, batch, kept)
 
     @app.delete(T + "/projects/{project_id}/images", tags=["images"], status_code=204)
     async def delete_images(project_id: str, imageIds: Optional[str] = None, allImages: Optional[str] = None,
