@@ -511,20 +511,15 @@ def create_service_app(settings: ServiceSettings, log: Callable[[str], None] = p
 
     # ------------------------------------------------------------------ quick test and predictions
     async def score(row: Any, data: bytes, store_it: bool, application: Optional[str] = None) -> dict[str, Any]:
-        from falconet.core.images import load_image
+        from falconet.core.images import image_format, load_image
 
-        try:
-            image = load_image(data)
-        except FalconetError:
-            raise
-        predictions = await run_in_threadpool(predictors.predict, row, data)
+        # The one decode of the request: its upright pixels are what the model scores and its size
+        # is what a stored prediction records; the predictor is handed them rather than the bytes.
+        image = load_image(data)
+        predictions = await run_in_threadpool(predictors.predict, row, image)
         body = to_custom_vision_json(predictions, project=row.project_id, iteration=row.id)
         if store_it:
-            from PIL import Image
-            import io
-
-            with Image.open(io.BytesIO(data)) as header:
-                fmt = header.format or "JPEG"
+            fmt = image_format(data) or "JPEG"  # the header alone: no pixels are decoded again
             body["id"] = stored.save(row.project_id, row.id, data, image.width, image.height, fmt,
                                      body["predictions"], application)
         return body

@@ -14,6 +14,7 @@ from typing import Any, Optional
 from sqlalchemy import and_, delete, insert, select
 
 from falconet.core.errors import FalconetError
+from falconet.core.images import ImageInput
 from falconet.server.service import db
 from falconet.server.service.ingest import ACCEPTED_FORMATS
 from falconet.server.service.store import LocalImageStore
@@ -44,9 +45,10 @@ class Predictors:
         with self._lock:
             self._loaded.pop(iteration_id, None)
 
-    def predict(self, row: Any, data: bytes) -> list[Any]:
+    def predict(self, row: Any, image: ImageInput) -> list[Any]:
+        """Scores encoded bytes, or an image the request has decoded already (and need not decode again)."""
         with self.slots:
-            return self.get(row).predict(data)
+            return self.get(row).predict(image)
 
 
 def uncertainty(results: list[dict[str, Any]]) -> float:
