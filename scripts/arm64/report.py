@@ -116,7 +116,10 @@ def cpu_section(cpu: str, out: Path, x86: dict[str, Any], x86_raw: Any) -> tuple
              f"- guest: {m['machine']}, Python {m['python']}; /proc/cpuinfo CPU part {parts or 'n/a'}",
              f"- guest CPU features: {m.get('cpuinfo_features')}",
              f"- install (`{install['line']}`): {install['summary']}",
-             f"- installed: {versions}", "",
+             f"- installed: {versions}",
+             f"- ran: `{arm['console_script']['command']}` as its own process ({arm['console_script']['seconds']} s), then"
+             f" `falconet predict` and `falconet serve` through the CLI's entry object in one emulated process"
+             f" ({arm['seconds']} s in all; see scripts/arm64/probe.py for why)", "",
              "| case | backend (as it describes itself) | max abs diff of raw outputs vs x86 | predict: max prob diff | top-1 box diff | serve: top-1 same, prob diff, ready after | verdict |",
              "|---|---|---|---|---|---|---|"]
     ok = True
