@@ -124,6 +124,30 @@ def table_lines() -> list[str]:
         lines.append(f"| {package} | {fmt} | {r['bytes'] / 1e6:.2f} | {quality} | {_parity_text(r['parity'])} | "
                      f"{_fmt(r.get('latency_ms_1t'), 2)} | {_fmt(r.get('latency_ms_2t'), 2)} | {r.get('runtime', '-')} | "
                      f"{r['load'][0]}/{r['load'][1]} | {r['machine']} | {r['date']} |")
+    return lines + int8_speedup_lines(latest)
+
+
+#: the fp32 file each int8 file is compared with: the same runtime
+INT8_BASELINE = {"onnx-int8": "onnx", "tflite-int8": "tflite", "openvino-int8": "openvino"}
+
+
+def int8_speedup_lines(latest: dict[tuple[str, str], dict[str, Any]]) -> list[str]:
+    """The issue's int8 target (>= 1.5x the fp32 file in the same runtime, <= 1 point / 0.01 mAP lost), row by row."""
+    lines = ["", "### int8 against fp32 in the same runtime", "",
+             "Target: >= 1.5x faster with <= 1 point top-1 (<= 0.01 mAP@0.5) lost. The speed-up is fp32 ms / int8 ms",
+             "from the table above.", "",
+             "| package | int8 file | vs | speed-up 1 thread | speed-up 2 threads | quality drop | target |",
+             "|---|---|---|---|---|---|---|"]
+    for (package, fmt), r in sorted(latest.items()):
+        base = latest.get((package, INT8_BASELINE.get(fmt, "")))
+        if base is None or "error" in r or "error" in base or r.get("latency_ms_1t") is None:
+            continue
+        speed = [base[f"latency_ms_{t}t"] / r[f"latency_ms_{t}t"] for t in (1, 2)]
+        drop = r["parity"].get("metric_drop")
+        limit = 0.01
+        met = min(speed) >= 1.5 and drop is not None and drop <= limit
+        lines.append(f"| {package} | {fmt} | {INT8_BASELINE[fmt]} | {speed[0]:.2f}x | {speed[1]:.2f}x | "
+                     f"{_fmt(drop, 4)} | {'met' if met else 'missed'} |")
     return lines
 
 

@@ -179,7 +179,7 @@ def markdown(row: dict[str, Any]) -> str:
     m, local = row["machine"], row["in_process"]
     base = max(local, key=lambda r: r["rps"])
     lines = [
-        f"### HTTP serving: `falconet serve` vs in-process ({row['package']})",
+        f"## HTTP serving: `falconet serve` vs in-process ({row['package']})",
         "",
         f"{row['date']}, {m['cores']} cores of {m['cpu']} ({m['arch']}), Python {m['python']}; load average "
         f"{'/'.join(str(x) for x in m['load_average'])} before, {'/'.join(str(x) for x in row['load_average_after'])} after. "
@@ -203,6 +203,12 @@ def markdown(row: dict[str, Any]) -> str:
     target = "met" if last["errors"] == 0 and last["rps"] >= 0.8 * base["rps"] else "NOT met"
     lines += ["", f"Target (≥ 0.8x in-process at {last['clients']} clients, 0 errors): {target}.", ""]
     return "\n".join(lines)
+
+
+def table_lines() -> list[str]:
+    """The latest run's table, for benchmarks/run.py to put in RESULTS.md."""
+    latest = OUT / "http_load.md"
+    return ["", *latest.read_text().rstrip("\n").splitlines()] if latest.exists() else []
 
 
 def main() -> None:
