@@ -340,7 +340,8 @@ def train_classifier(samples: Sequence[Sample], labels: Sequence[str], task: str
     started = time.monotonic()
     multilabel = task.endswith("multilabel")
     contract = InputContract(domain.input_size, domain.input_size)
-    model = ClassifierNet(domain.backbone, len(labels), multilabel, domain.input_size, pretrained=pretrained)
+    model = ClassifierNet(domain.backbone, len(labels), multilabel, domain.input_size, pretrained=pretrained,
+                          flip_tta=domain.flip_tta)
     targets = targets_matrix(samples, labels)
     if mode == "quick":
         if bank is None:

@@ -1,7 +1,12 @@
 """The classification network: normalisation + backbone + linear head + softmax/sigmoid.
 
 Normalisation and the final activation live inside the module so the exported graph takes plain
-RGB 0-255 and returns probabilities: an app cannot get either step wrong.
+RGB 0-255 and returns probabilities: an app cannot get either step wrong. So does the optional
+test-time flip (``flip_tta``): the probabilities are the mean over the image and its mirror image,
+computed as one batch of two inside the graph, so every runtime and the training-time evaluation
+give the same answer without any code of their own. It costs a second pass through the network;
+the accuracy-first domain uses it (the head is trained on mirrored views anyway, so it asks
+nothing new of the data).
 """
 from __future__ import annotations
 
@@ -14,8 +19,10 @@ from falconet.training.backbones import BACKBONES, create_backbone
 
 
 class ClassifierNet(nn.Module):
-    def __init__(self, backbone: str, num_classes: int, multilabel: bool, input_size: int, pretrained: bool = True) -> None:
+    def __init__(self, backbone: str, num_classes: int, multilabel: bool, input_size: int, pretrained: bool = True,
+                 flip_tta: bool = False) -> None:
         super().__init__()
+        self.flip_tta = flip_tta
         spec = BACKBONES[backbone]
         self.backbone_name = backbone
         self.num_classes = num_classes
@@ -28,13 +35,25 @@ class ClassifierNet(nn.Module):
         self.head = nn.Linear(self.backbone.pooled_channels, num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone.pooled((x - self.mean) / self.std)
+        return self.backbone.pooled(self._normalise(x))
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.dropout(self.features(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.logits(x)
+        z = self._normalise(x)
+        if not self.flip_tta:
+            return self._activate(self.head(self.dropout(self.backbone.pooled(z))))
+        # mirrored after the normalisation, so the image input still feeds the model's own mean
+        # subtraction first (what the Core ML export checks); the batch of 2N is split by a
+        # reshape of constants: no shape arithmetic for converters to trace
+        both = self._activate(self.head(self.dropout(self.backbone.pooled(torch.cat([z, torch.flip(z, dims=[3])])))))
+        return both.reshape(2, -1, self.num_classes).mean(dim=0)
+
+    def _normalise(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+    def _activate(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, dim=1)
 
     def config(self) -> dict[str, Any]:
@@ -44,8 +63,10 @@ class ClassifierNet(nn.Module):
             "num_classes": self.num_classes,
             "multilabel": self.multilabel,
             "input_size": self.input_size,
+            "flip_tta": self.flip_tta,
         }
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "ClassifierNet":
-        return cls(config["backbone"], config["num_classes"], config["multilabel"], config["input_size"], pretrained=False)
+        return cls(config["backbone"], config["num_classes"], config["multilabel"], config["input_size"], pretrained=False,
+                   flip_tta=config.get("flip_tta", False))

@@ -20,6 +20,9 @@ class Domain:
     compact: bool = True
     #: quick mode: augmented views per image for the frozen-feature head
     quick_views: int = 2
+    #: classification: average the probabilities of the image and its mirror image (in the graph;
+    #: twice the inference cost)
+    flip_tta: bool = False
     #: advanced mode default budget in seconds when none is given
     default_budget_s: float = 600.0
     export_targets: tuple[str, ...] = ("onnx",)
@@ -44,9 +47,9 @@ DOMAINS: dict[str, Domain] = {
         ),
         Domain(
             "general", "classification", "efficientnet-lite2", 260,
-            "EfficientNet-Lite2 at 260 px (ImageNet-1k weights): more accurate, about 2.5x the "
-            "compute of general-compact; still exportable.",
-            compact=False,
+            "EfficientNet-Lite2 at 260 px (ImageNet-1k weights) with a test-time mirror view: more "
+            "accurate, about 5x the compute of general-compact; still exportable.",
+            compact=False, flip_tta=True,
             custom_vision_id="ee85a74c-405e-4adc-bb47-ffa8ca0c9f31",
         ),
         Domain(
