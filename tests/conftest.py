@@ -64,15 +64,19 @@ def _train(data: Path, out: Path, **options: object) -> Path:
     return out
 
 
-@pytest.fixture(scope="session")
-def multiclass_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("multiclass")
+def colour_tags_package(root: Path, domain: str) -> Path:
+    """Red, blue and green photos (14 a tag) trained into root/package with ``domain``."""
     seed = 0
     for tag in ("red", "blue", "green"):
         for i in range(14):
             draw(root / "photos" / tag / f"{i}.jpg", COLOURS[tag], seed, size=(96, 80))
             seed += 1
-    return _train(root / "photos", root / "package", domain="general-compact")
+    return _train(root / "photos", root / "package", domain=domain)
+
+
+@pytest.fixture(scope="session")
+def multiclass_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return colour_tags_package(tmp_path_factory.mktemp("multiclass"), "general-compact")
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import COLOURS, draw
+from conftest import colour_tags_package
 
 
 def test_forward_is_the_mean_of_the_image_and_its_mirror() -> None:
@@ -37,16 +37,7 @@ def test_forward_is_the_mean_of_the_image_and_its_mirror() -> None:
 
 @pytest.fixture(scope="module")
 def tta_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from falconet.training.pipeline import TrainRequest, train_package
-
-    root = tmp_path_factory.mktemp("flip-tta")
-    seed = 0
-    for tag in ("red", "blue", "green"):
-        for i in range(14):
-            draw(root / "photos" / tag / f"{i}.jpg", COLOURS[tag], seed, size=(96, 80))
-            seed += 1
-    train_package(TrainRequest(data=root / "photos", out=root / "package", domain="general"))
-    return root / "package"
+    return colour_tags_package(tmp_path_factory.mktemp("flip-tta"), "general")
 
 
 def test_general_domain_exports_with_the_mirror_view(tta_package: Path) -> None:
