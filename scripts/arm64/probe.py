@@ -15,11 +15,13 @@ numpy, onnxruntime, LiteRT, FastAPI and the warm-up runs (one ``falconet predict
 20-75 s, a server 50-190 s before it was ready). So the commands run through the CLI's own entry
 (``falconet.cli.app``, the object the console script calls) inside this process: ``predict`` with
 its standard output captured, ``serve`` (one server per format, both at once) on threads of their
-own. The installed console script itself is started once as a real process (``falconet --help``)
-to prove the entry point works. What remains is mostly inference: an fp32 ONNX run of the test
+own (each command line parsed on the main thread, the command run on its server's thread). The
+installed console script itself is started once as a real process (``falconet --help``) to prove
+the entry point works. What remains is mostly inference: an fp32 ONNX run of the test
 detector takes ~10 s under qemu (0.03 s on the x86 host; measured with QEMU_CPU=cortex-a76), and
-this probe runs each model ~8 times (raw outputs, predict, the server's warm-up and request). The servers have no stop handle from outside, so the process ends
-with ``os._exit`` once its results are written.
+this probe runs each model ~8 times (raw outputs, predict, the server's warm-up and request).
+The servers have no stop handle from outside, so the process ends with ``os._exit`` once its
+results are written.
 
     python probe.py MODELS_DIR OUT_DIR FALCONET_EXECUTABLE PORT
 writes OUT_DIR/probe.json and OUT_DIR/raw.npz.
@@ -85,19 +87,40 @@ def cli_predict(models: Path, package: str, fmt: str) -> dict[str, Any]:
 
 class ConsoleScript:
     """The installed ``falconet`` executable as a process of its own, started first and checked last
-    (its start-up under emulation, ~25 s, overlaps this process's work)."""
+    (its start-up under emulation, ~25 s, overlaps this process's work); a thread waits for it so
+    its own duration is recorded."""
 
     def __init__(self, falconet: str) -> None:
         self.command = [falconet, "--help"]
         self.started = time.perf_counter()
         self.process = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.output = ("", "")
+        self.seconds = 0.0
+        self.waiter = threading.Thread(target=self._wait, name="console-script", daemon=True)
+        self.waiter.start()
+
+    def _wait(self) -> None:
+        self.output = self.process.communicate(timeout=600)
+        self.seconds = round(time.perf_counter() - self.started, 2)
 
     def result(self) -> dict[str, Any]:
-        out, err = self.process.communicate(timeout=600)
-        seconds = round(time.perf_counter() - self.started, 2)
+        self.waiter.join(timeout=600)
+        out, err = self.output
         if self.process.returncode != 0 or "predict" not in out or "serve" not in out:
             raise RuntimeError(f"{' '.join(self.command)} failed ({self.process.returncode}): {err[-2000:]}")
-        return {"command": " ".join(self.command), "seconds": seconds}
+        return {"command": " ".join(self.command), "seconds": self.seconds}
+
+
+def _serve_command(args: list[str]) -> tuple[Any, Any]:
+    """The ``falconet serve`` command of the CLI's entry object and its parsed context."""
+    import click
+    import typer
+
+    from falconet.cli import app
+
+    group = typer.main.get_command(app)
+    command = group.get_command(click.Context(group, info_name="falconet"), "serve")
+    return command, command.make_context("serve", args)
 
 
 def _get(url: str, timeout: float = 2.0) -> bytes:
@@ -118,16 +141,18 @@ class Server:
         self.base = f"http://127.0.0.1:{port}"
         self.error: BaseException | None = None
         self.started = time.perf_counter()
-        args = ["serve", *(str(models / p) for p in PACKAGES), "--host", "127.0.0.1", "--port", str(port),
+        args = [*(str(models / p) for p in PACKAGES), "--host", "127.0.0.1", "--port", str(port),
                 "--backend", fmt, "--workers", "1", "--no-access-log", "--log-level", "warning"]
-        self.thread = threading.Thread(target=self._run, args=(args,), name=f"serve-{fmt}", daemon=True)
+        # The command line is parsed here, on the calling thread: typer's parameter conversion sets
+        # and deletes an environment variable, and two servers parsing at once raced on it.
+        command, context = _serve_command(args)
+        self.thread = threading.Thread(target=self._run, args=(command, context), name=f"serve-{fmt}", daemon=True)
         self.thread.start()
 
-    def _run(self, args: list[str]) -> None:
-        from falconet.cli import app
-
+    def _run(self, command: Any, context: Any) -> None:
         try:
-            app(args, standalone_mode=False, prog_name="falconet")
+            with context:
+                command.invoke(context)
             self.error = RuntimeError("falconet serve returned")
         except BaseException as exc:  # noqa: BLE001 - reported by wait_ready
             traceback.print_exc()
