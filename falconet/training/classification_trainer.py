@@ -306,7 +306,7 @@ def fine_tune(model: ClassifierNet, cache: ImageCache, targets: np.ndarray, cont
 
 
 def _run_prefix(model: ClassifierNet, x: torch.Tensor, count: int) -> torch.Tensor:
-    return _run_stages(model, (x - model.mean) / model.std, 0, count)
+    return _run_stages(model, model.normalise(x), 0, count)
 
 
 def _run_rest(model: ClassifierNet, x: torch.Tensor, start: int) -> torch.Tensor:

@@ -35,22 +35,25 @@ class ClassifierNet(nn.Module):
         self.head = nn.Linear(self.backbone.pooled_channels, num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone.pooled(self._normalise(x))
+        return self.backbone.pooled(self.normalise(x))
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.dropout(self.features(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = self._normalise(x)
+        z = self.normalise(x)
+        if self.flip_tta:
+            # mirrored after the normalisation, so the image input still feeds the model's own
+            # mean subtraction first (what the Core ML export checks)
+            z = torch.cat([z, torch.flip(z, dims=[3])])
+        probabilities = self._activate(self.head(self.dropout(self.backbone.pooled(z))))
         if not self.flip_tta:
-            return self._activate(self.head(self.dropout(self.backbone.pooled(z))))
-        # mirrored after the normalisation, so the image input still feeds the model's own mean
-        # subtraction first (what the Core ML export checks); the batch of 2N is split by a
-        # reshape of constants: no shape arithmetic for converters to trace
-        both = self._activate(self.head(self.dropout(self.backbone.pooled(torch.cat([z, torch.flip(z, dims=[3])])))))
-        return both.reshape(2, -1, self.num_classes).mean(dim=0)
+            return probabilities
+        # the batch of 2N split by a reshape of constants: no shape arithmetic for converters to trace
+        return probabilities.reshape(2, -1, self.num_classes).mean(dim=0)
 
-    def _normalise(self, x: torch.Tensor) -> torch.Tensor:
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """0-255 RGB to the backbone's input scale (inside the graph, so apps feed plain pixels)."""
         return (x - self.mean) / self.std
 
     def _activate(self, logits: torch.Tensor) -> torch.Tensor:
