@@ -63,3 +63,34 @@ def test_detection_export_parity_and_predict(detector: Path, tmp_path: Path) -> 
     assert scores == sorted(scores, reverse=True)
     result = json.loads(_run("evaluate", str(detector), str(detector.parent.parent / "data"), "--json"))
     assert {"map50", "map50_95", "per_tag", "images"} <= set(result) and result["images"] == 30
+
+
+def test_predictor_applies_the_box_voting_its_manifest_names(detector: Path, tmp_path: Path) -> None:
+    """New packages record box voting and the runtime applies it; a package without the entry
+    (written before voting existed) keeps plain NMS."""
+    import shutil
+
+    import falconet
+    from falconet.runtime.postprocess import BOX_VOTE_IOU, decode_detections
+
+    if not (detector / "model.onnx").is_file():  # when run on its own
+        _run("export", str(detector), "--format", "onnx")
+    photo = tmp_path / "scene.jpg"
+    draw_scene(photo, "disc", 998)
+    post = json.loads((detector / "manifest.json").read_text())["output"]["postprocess"]
+    assert post["box_vote_iou"] == BOX_VOTE_IOU
+    old = tmp_path / "old-package"
+    shutil.copytree(detector, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    for key in ("box_vote_iou", "box_vote_power"):
+        del manifest["output"]["postprocess"][key]
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    for package, vote in ((detector, post["box_vote_iou"]), (old, None)):
+        predictor = falconet.load(package, backend="onnx")
+        boxes, scores = predictor.run(predictor.preprocess(photo)[None])[:2]
+        expected = decode_detections(boxes[0], scores[0], 0.01, post["nms_iou"], post["max_detections"],
+                                     vote_iou=vote, vote_power=post["box_vote_power"])
+        got = predictor.predict(photo)
+        assert [(p.tag_index, round(p.probability, 6)) for p in got] == [(c, round(s, 6)) for c, s, *_ in expected]
+        for p, (_, _, x1, y1, x2, y2) in zip(got, expected):
+            assert p.bounding_box.to_xyxy() == pytest.approx((x1, y1, x2, y2), abs=1e-6)

@@ -17,7 +17,7 @@ from falconet.core.manifest import DETECTION, Manifest, load_manifest
 from falconet.core.prediction import BoundingBox, Prediction
 from falconet.core.preprocess import preprocess
 from falconet.runtime.backends import Backend, create_backend
-from falconet.runtime.postprocess import decode_detections, rank_classes
+from falconet.runtime.postprocess import BOX_VOTE_POWER, decode_detections, rank_classes
 
 
 class Predictor:
@@ -30,6 +30,10 @@ class Predictor:
         post = manifest.output.get("postprocess", {})
         self.iou_threshold = float(post.get("nms_iou", 0.45))
         self.max_detections = int(post.get("max_detections", 100))
+        #: packages written before box voting have no entry: they keep plain NMS
+        vote = post.get("box_vote_iou")
+        self.vote_iou = None if vote is None else float(vote)
+        self.vote_power = float(post.get("box_vote_power", BOX_VOTE_POWER))
 
     @property
     def labels(self) -> list[str]:
@@ -74,7 +78,8 @@ class Predictor:
     def _detections(self, boxes: np.ndarray, scores: np.ndarray, floor: float, threshold: float,
                     max_detections: int | None) -> list[Prediction]:
         m = self.manifest
-        found = decode_detections(boxes, scores, floor, self.iou_threshold, max_detections or self.max_detections)
+        found = decode_detections(boxes, scores, floor, self.iou_threshold, max_detections or self.max_detections,
+                                  vote_iou=self.vote_iou, vote_power=self.vote_power)
         return [Prediction(m.tag_ids[c], m.labels[c], s, c, BoundingBox.from_xyxy(x1, y1, x2, y2))
                 for c, s, x1, y1, x2, y2 in found if s >= threshold]
 

@@ -34,7 +34,7 @@ from PIL import Image
 from falconet.core.images import load_image
 from falconet.core.preprocess import InputContract, preprocess
 from falconet.data.types import Box, Sample
-from falconet.runtime.postprocess import decode_detections
+from falconet.runtime.postprocess import BOX_VOTE_IOU, decode_detections
 from falconet.training.detector import Detector, build_detector, detection_loss
 
 ProgressFn = Callable[[dict], None]
@@ -240,7 +240,7 @@ def _as_input(image: Any, size: int) -> np.ndarray:
 
 @torch.no_grad()
 def predict_detector(model: Detector, images: Sequence[Any], score_threshold: float = 0.01, iou: float = 0.45,
-                     max_detections: int = 100, batch_size: int = 16
+                     max_detections: int = 100, batch_size: int = 16, vote_iou: float | None = BOX_VOTE_IOU
                      ) -> list[list[tuple[int, float, float, float, float, float]]]:
     """Detections per image: (class_index, score, x1, y1, x2, y2) normalised, best first.
 
@@ -259,7 +259,8 @@ def predict_detector(model: Detector, images: Sequence[Any], score_threshold: fl
             boxes, scores = model(x)
             boxes_np, scores_np = boxes.numpy(), scores.numpy()
             for i in range(len(chunk)):
-                out.append(decode_detections(boxes_np[i], scores_np[i], score_threshold, iou, max_detections))
+                out.append(decode_detections(boxes_np[i], scores_np[i], score_threshold, iou, max_detections,
+                                             vote_iou=vote_iou))
     finally:
         model.train(was_training)
     return out
@@ -579,7 +580,7 @@ def _train(
 
     # ---- model
     model = build_detector(backbone, len(labels), input_size, pretrained=pretrained)
-    frozen = model.frozen_prefix(8)
+    frozen = model.frozen_prefix(int(recipe.get("freeze_stride", 8)))
     frozen_ids = {id(p) for stage in frozen for p in stage.parameters()}
     for p in model.parameters():
         if id(p) in frozen_ids:

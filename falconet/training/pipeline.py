@@ -24,6 +24,7 @@ from falconet.core.manifest import DETECTION, LABELS, MANIFEST, Manifest, write_
 from falconet.core.preprocess import STRETCH, InputContract
 from falconet.data.splits import choose_evaluation, kfold, stratified_split
 from falconet.data.types import Dataset, Sample
+from falconet.runtime.postprocess import BOX_VOTE_IOU, BOX_VOTE_POWER
 from falconet.runtime.predictor import Predictor
 from falconet.training.domains import Domain, get_domain
 from falconet.training.metrics.rescore import metrics_from_rows
@@ -111,7 +112,7 @@ def output_contract(task: str, labels: Sequence[str], model: Any) -> dict[str, A
                      "so they map straight back to the original image)",
             "scores": "per-class probability of each candidate box",
             "postprocess": {"score_threshold": 0.01, "nms": "class-aware", "nms_iou": 0.45, "max_detections": 100,
-                            "in_graph": False},
+                            "box_vote_iou": BOX_VOTE_IOU, "box_vote_power": BOX_VOTE_POWER, "in_graph": False},
         }
     return {
         "names": ["probabilities"],
