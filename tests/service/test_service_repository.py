@@ -65,6 +65,32 @@ def test_a_batch_reads_its_project_tags_once(repo: Repository, statements: State
     assert len(statements.reading("tags")) == 1
 
 
+def test_a_tag_deleted_during_the_upload_is_reported_and_nothing_is_half_written(repo: Repository) -> None:
+    """The batch reads its tags once; a tag deleted (by another request) after that read and before
+    the image's own transaction must not come back as a duplicate or leave an image without it."""
+    project = repo.create_project("race", domain=CLASSIFICATION_COMPACT)
+    cat = repo.create_tag(project.id, "cat").id
+    dog = repo.create_tag(project.id, "dog").id
+    deleted = []
+
+    def delete_cat_first(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO IMAGES") and not deleted:
+            deleted.append(True)
+            repo.delete_tag(project.id, cat)  # a second connection, as a concurrent request would use
+
+    event.listen(repo.engine, "before_cursor_execute", delete_cat_first)
+    try:
+        ok, results = repo.add_images(project.id, [Upload(check_image(png(1)), [cat]), Upload(check_image(png(2)), [dog])])
+    finally:
+        event.remove(repo.engine, "before_cursor_execute", delete_cat_first)
+    assert deleted and not ok
+    assert [r["status"] for r in results] == ["ErrorInvalidTag", "OK"]
+    assert "deleted" in results[0]["message"] and results[0].get("image_id") is None
+    with repo.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(db.images)).scalar() == 1
+        assert conn.execute(select(func.count()).select_from(db.image_tags)).scalar() == 1
+
+
 def test_project_thumbnails_are_the_newest_images_in_one_query(repo: Repository, statements: Statements) -> None:
     first, second, empty = (repo.create_project(name, domain=CLASSIFICATION_COMPACT) for name in ("a", "b", "c"))
     for project, shades in ((first, (1, 2, 3)), (second, (4,))):

@@ -289,11 +289,17 @@ class Repository:
                 self._insert_labels(conn, ident, tag_ids, upload.regions, stamp)
                 self.touch(conn, project.id)
         except IntegrityError:
-            # The same content is in the project already (perhaps uploaded a moment ago by a
-            # concurrent request): the hosted service answers OKDuplicate with the existing image.
+            # Either the same content is in the project already (perhaps uploaded a moment ago by a
+            # concurrent request: the hosted service answers OKDuplicate with the existing image), or
+            # a tag this image names was deleted after the batch read the tags (the foreign key
+            # refused the row). The transaction rolled back either way: nothing half-written.
             with self.engine.connect() as conn:
                 existing = conn.execute(select(db.images.c.id).where(and_(db.images.c.project_id == project.id,
                                                                            db.images.c.sha256 == sha))).scalar()
+            if existing is None:
+                result["status"] = "ErrorInvalidTag"
+                result["message"] = "A tag of this image was deleted while the image was being added; it was not added."
+                return result
             result["status"] = "OKDuplicate"
             ident = existing
         result["image_id"] = ident
