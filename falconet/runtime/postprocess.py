@@ -14,8 +14,9 @@ PRE_NMS_TOP_K = 1000
 #: Box voting (written into new detection packages' manifests): each box that survives NMS moves
 #: to the weighted mean of the same-class candidates overlapping it by at least this IoU, weights
 #: score ** BOX_VOTE_POWER. A dense detector predicts each object from many neighbouring
-#: locations; their average is better placed than the single best one. Measured on three
-#: detection sets with one setting (benchmarks/RESULTS.md): mAP@0.5:0.95 up by 0.015-0.05, never down.
+#: locations; their average is better placed than the single best one. One setting for every
+#: set: on the quick and advanced models of the three detection benchmarks mAP@0.5:0.95 rose by
+#: 0.004-0.09 and mAP@0.5 never fell (benchmarks/box_voting.py, table in benchmarks/RESULTS.md).
 BOX_VOTE_IOU = 0.7
 #: A high power lets the best-scored (best-localised, as the quality branch predicts) candidates
 #: dominate the mean, so a crowd of poor neighbours cannot drag the box.
