@@ -246,6 +246,8 @@ def predict_detector(model: Detector, images: Sequence[Any], score_threshold: fl
 
     ``images`` are float32 (3, S, S) arrays already preprocessed with the stretch contract, or
     anything :func:`falconet.core.preprocess.preprocess` accepts (paths, bytes, PIL images).
+    Box voting (``vote_iou``) is on by default, as in the packages the pipeline writes, so the
+    checkpoint choice sees what the runtime will return.
     """
     if isinstance(images, np.ndarray) and images.ndim == 4:
         images = list(images)
@@ -521,6 +523,7 @@ def train_detector(
     ``overrides`` replaces recipe entries (see :data:`RECIPES`), plus: ``steps`` (a schedule
     defined by a step count instead of the clock: tests and A/B runs), ``threads`` (fixed thread
     count instead of tuning), ``fuse`` (False disables folding BN into the frozen convolutions),
+    ``freeze_stride`` (backbone stages up to this output stride get no gradients; default 8),
     ``loss`` (keyword arguments for :func:`~falconet.training.detector.detection_loss`).
     """
     threads_before = torch.get_num_threads()
