@@ -46,13 +46,11 @@ def compare(package: Path, run_name: str) -> dict[str, Any]:
         samples = read_detection(test_folder, min_images_per_tag=0).samples
         raw = [predictor.run(predictor.preprocess(s.path)[None])[:2] for s in samples]
     truth = [[b for b in s.boxes if b.label in labels] for s in samples]
-    post = predictor.manifest.output.get("postprocess", {})
     row: dict[str, Any] = {"package": package.name, "run": run_name, "images": len(samples),
                            "vote_iou": BOX_VOTE_IOU, "vote_power": BOX_VOTE_POWER}
     for name, vote in (("nms", None), ("voting", BOX_VOTE_IOU)):
-        found = [decode_detections(b[0], s[0], 0.01, float(post.get("nms_iou", 0.45)),
-                                   int(post.get("max_detections", 100)), vote_iou=vote, vote_power=BOX_VOTE_POWER)
-                 for b, s in raw]
+        found = [decode_detections(b[0], s[0], 0.01, predictor.iou_threshold, predictor.max_detections,
+                                   vote_iou=vote, vote_power=BOX_VOTE_POWER) for b, s in raw]
         named = [[(labels[c], score, *box) for c, score, *box in dets] for dets in found]
         metrics = evaluate_detections(truth, named, labels)
         row[name] = {"map50": round(float(metrics["map50"]), 4), "map50_95": round(float(metrics["map50_95"]), 4)}

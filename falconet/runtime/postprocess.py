@@ -58,8 +58,8 @@ def vote_boxes(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, keep:
     voters = (overlap >= vote_iou) & (classes[None, :] == classes[keep][:, None])
     voters[np.arange(len(keep)), keep] = True
     weights = np.where(voters, np.asarray(scores, dtype=np.float64)[None, :] ** power, 0.0)
-    weights[np.arange(len(keep)), keep] += 1e-300  # a zero-score box still has itself
-    weights /= np.maximum(weights.sum(axis=1, keepdims=True), 1e-300)
+    weights[np.arange(len(keep)), keep] += 1e-300  # a zero-score box still has itself: no 0/0
+    weights /= weights.sum(axis=1, keepdims=True)
     return (weights @ boxes.astype(np.float64)).astype(boxes.dtype)
 
 

@@ -75,11 +75,17 @@ class Predictor:
         m = self.manifest
         return [Prediction(m.tag_ids[i], m.labels[i], p, i, None, m.tag_types[i]) for i, p in rank_classes(probabilities, threshold)]
 
+    def decode(self, boxes: np.ndarray, scores: np.ndarray, floor: float = 0.01,
+               max_detections: int | None = None) -> list[tuple[int, float, float, float, float, float]]:
+        """One image's raw detector outputs -> (class, score, x1, y1, x2, y2), with the NMS and box
+        voting this package's manifest names (the one place that maps it onto the post-processing)."""
+        return decode_detections(boxes, scores, floor, self.iou_threshold, max_detections or self.max_detections,
+                                 vote_iou=self.vote_iou, vote_power=self.vote_power)
+
     def _detections(self, boxes: np.ndarray, scores: np.ndarray, floor: float, threshold: float,
                     max_detections: int | None) -> list[Prediction]:
         m = self.manifest
-        found = decode_detections(boxes, scores, floor, self.iou_threshold, max_detections or self.max_detections,
-                                  vote_iou=self.vote_iou, vote_power=self.vote_power)
+        found = self.decode(boxes, scores, floor, max_detections)
         return [Prediction(m.tag_ids[c], m.labels[c], s, c, BoundingBox.from_xyxy(x1, y1, x2, y2))
                 for c, s, x1, y1, x2, y2 in found if s >= threshold]
 

@@ -124,11 +124,8 @@ def region_proposals(predictor: Any, data: bytes) -> list[dict[str, Any]]:
     """
     import numpy as np
 
-    from falconet.runtime.postprocess import decode_detections
-
     boxes, scores = predictor.run(predictor.preprocess(data)[None])[:2]
     objectness = scores[0].max(axis=1, keepdims=True)
-    found = decode_detections(boxes[0], objectness, score_threshold=0.01, iou=predictor.iou_threshold,
-                              max_detections=MAX_PROPOSALS, vote_iou=predictor.vote_iou, vote_power=predictor.vote_power)
+    found = predictor.decode(boxes[0], objectness, 0.01, MAX_PROPOSALS)
     return [{"confidence": float(s), "boundingBox": {"left": x1, "top": y1, "width": x2 - x1, "height": y2 - y1}}
             for _, s, x1, y1, x2, y2 in found if np.isfinite(s)]
