@@ -115,6 +115,18 @@ kill_tree() {
     kill "$1" 2>/dev/null || true
 }
 
+# Clear what a killed run left in a root: its processes, then its mounts (a bind mount left on
+# /work makes the next run's `rm -rf` fail with "Device or resource busy"). Call with the lock held.
+recover_killed_run() {
+    local root="$1" stale
+    stale="$(mounts_under "$root")"
+    kill_chrooted "$root"
+    if [ -n "$stale" ]; then
+        log "unmounting what a killed earlier run left under $root: $(echo $stale)"
+        unmount_all "$root"
+    fi
+}
+
 mount_root() {
     local root="$1"
     mount -t proc proc "$root/proc"
@@ -126,13 +138,14 @@ mount_root() {
 
 # Run a command in the root under emulation, with a clean environment (none of the host's pip
 # settings leak in) and the given QEMU_CPU. pip trusts the root's CA store (which holds the host's
-# extra CAs, see sync_ca_certs) rather than its own vendored certifi.
+# extra CAs, see sync_ca_certs) rather than its own vendored certifi. The run lock (fd 9) is not
+# passed in: a process left in the root must not keep the next run waiting.
 in_root() {
     local cpu="$1"; shift
     chroot "$ROOTFS" /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
         HOME=/root LANG=C.UTF-8 QEMU_CPU="$cpu" PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1 \
         PIP_CERT=/etc/ssl/certs/ca-certificates.crt \
-        ${PIP_INDEX_URL:+PIP_INDEX_URL="$PIP_INDEX_URL"} "$@"
+        ${PIP_INDEX_URL:+PIP_INDEX_URL="$PIP_INDEX_URL"} "$@" 9>&-
 }
 
 # The egress of some build machines re-signs TLS with its own CA; copy the host's extra CAs in.
