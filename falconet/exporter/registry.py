@@ -112,6 +112,10 @@ def export(package_dir: Path, formats: list[str], *, parity_data: Path | None = 
         for file in _files_of(entry):
             if (package_dir / file).is_file():
                 manifest.record_file(package_dir, file)
+        # files of the previous export that this one did not write again are gone (set aside and
+        # discarded below): a manifest that still listed them would fail its own integrity check
+        for file in set(_files_of(previous)) - set(_files_of(entry)):
+            manifest.files.pop(file, None)
         manifest.exports[name] = entry
         manifest.save(package_dir)
         for backup in backups:

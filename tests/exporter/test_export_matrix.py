@@ -73,3 +73,28 @@ def test_export_matrix(exported: dict[str, Path], task: str, name: str) -> None:
         else:
             top = lambda preds: max(preds, key=lambda p: p.probability).tag_name if preds else None  # noqa: E731
             assert top(got) == top(want) or task == "multilabel"
+
+
+def test_reexport_forgets_files_the_new_export_does_not_write(multiclass_package: Path, tmp_path: Path) -> None:
+    """A re-export whose files are named differently (another converter version, a renamed target)
+    removes the old files and their manifest entries: the package still passes its integrity check."""
+    import json
+
+    from falconet.core.manifest import load_manifest
+    from falconet.exporter.registry import export
+
+    package = copy_package(multiclass_package, tmp_path)
+    export(package, ["onnx"])
+    # make the package look like an earlier export wrote the ONNX file under another name
+    (package / "model.onnx").rename(package / "model-old.onnx")
+    data = json.loads((package / "manifest.json").read_text())
+    data["exports"]["onnx"]["file"] = "model-old.onnx"
+    data["files"]["model-old.onnx"] = data["files"].pop("model.onnx")
+    (package / "manifest.json").write_text(json.dumps(data))
+    assert "model-old.onnx" in load_manifest(package).files
+
+    export(package, ["onnx"])
+    manifest = load_manifest(package)  # verifies every listed file
+    assert manifest.exports["onnx"]["file"] == "model.onnx"
+    assert "model-old.onnx" not in manifest.files and not (package / "model-old.onnx").exists()
+    assert not list(package.glob(".*previous*"))
