@@ -99,6 +99,8 @@ RUNS: dict[str, dict[str, Any]] = {
     "raccoon-advanced": {"data": "raccoon", "mode": "advanced", "budget": 540},
     "fruit-quick": {"data": "fruit", "mode": "quick"},
     "fruit-advanced": {"data": "fruit", "mode": "advanced", "budget": 540},
+    # the issue's own example budget (--budget 15m): fruit has 1.5x raccoon's images, 3 tags
+    "fruit-advanced-15m": {"data": "fruit", "mode": "advanced", "budget": 900},
     "fork-scissors-quick": {"data": "fork-scissors", "mode": "quick"},
     "fork-scissors-advanced": {"data": "fork-scissors", "mode": "advanced", "budget": 300},
 }
