@@ -113,7 +113,8 @@ def _summary(history: dict[str, Any]) -> dict[str, Any]:
     keep = {"method": history.get("method"), "l2": head.get("l2"), "views": head.get("views_per_image")}
     if tuned:
         keep.update({"epochs": tuned.get("epochs"), "chosen_epoch": tuned.get("chosen_epoch"),
-                     "val_accuracy_by_epoch": [round(e["val_accuracy"], 3) for e in tuned.get("epochs_log", [])]})
+                     "val_accuracy_by_epoch": [round(e["val_accuracy"], 3) for e in tuned.get("epochs_log", [])],
+                     "val_loss_by_epoch": [round(e["val_loss"], 4) for e in tuned.get("epochs_log", [])]})
     for key in ("epochs", "steps", "images_per_s", "best_checkpoint"):
         if key in history:
             keep[key] = history[key]
