@@ -22,6 +22,7 @@ from typing import Any
 
 from falconet.core.errors import ExportError
 from falconet.core.manifest import DETECTION, Manifest
+from falconet.core.vendor_telemetry import import_openvino, telemetry_declined
 
 FILES = {"fp32": "model.xml", "fp16": "model-fp16.xml", "int8": "model-int8.xml"}
 INFERENCE_PRECISION = {"fp32": "f32", "fp16": "f32", "int8": "f32"}
@@ -29,7 +30,7 @@ INFERENCE_PRECISION = {"fp32": "f32", "fp16": "f32", "int8": "f32"}
 
 def _import_openvino() -> Any:
     try:
-        import openvino as ov
+        ov = import_openvino()
     except ImportError as exc:
         raise ExportError(f"The OpenVINO export needs falconet[openvino-export] installed ({exc}).",
                           code="ExportToolMissing") from exc
@@ -89,7 +90,7 @@ def export(model: Any, manifest: Manifest, package_dir: Path, context: Any) -> d
         raise ExportError(f"No OpenVINO export for precision {precision!r}.", code="BadRequestExportFormat", status=400)
     xml = Path(package_dir) / FILES[precision]
     extra: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="falconet-openvino-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="falconet-openvino-") as tmp, telemetry_declined():
         fp32 = context.write_fp32_onnx(Path(tmp) / "model-fp32.onnx")
         ov_model = ov.convert_model(str(fp32))
         if precision == "int8":

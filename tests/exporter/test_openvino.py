@@ -231,3 +231,30 @@ def test_damaged_or_missing_weights_are_refused(exported: dict[str, Path], tmp_p
     (package / "model-int8.bin").unlink()
     with pytest.raises(PackageIntegrityError):
         falconet.load(package, backend="openvino-int8")
+
+
+def test_export_sends_no_telemetry(multiclass_package: Path, tmp_path: Path) -> None:
+    """OpenVINO's converter and NNCF send usage telemetry by default: they write a client id under
+    the user's home and post events from a forked process. A self-hosted exporter must not, so the
+    export runs with their telemetry declined; the fresh HOME shows nothing was set up for it."""
+    import os
+    import subprocess
+    import sys
+
+    package = copy_package(multiclass_package, tmp_path / "package")
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "NNCF_CI")}
+    env["HOME"] = str(home)
+    code = "import sys; from falconet.exporter.registry import export; export(sys.argv[1], ['openvino-int8'])"
+    out = subprocess.run([sys.executable, "-c", code, str(package)], env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert sorted(p.relative_to(home).as_posix() for p in home.rglob("*")) == []
+    # the runtime side: loading the IR (which imports openvino) in a server or app
+    code = ("import sys, numpy as np, falconet; p = falconet.load(sys.argv[1], backend='openvino-int8'); "
+            "p.predict(np.full((40, 40, 3), 128, np.uint8))")
+    out = subprocess.run([sys.executable, "-c", code, str(package)], env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert sorted(p.relative_to(home).as_posix() for p in home.rglob("*")) == []

@@ -25,8 +25,9 @@ class OpenVINOBackend:
 
     def __init__(self, package_dir: Path, manifest: Manifest, *, export_name: str = "openvino",
                  export_entry: dict[str, Any] | None = None, threads: int | None = None) -> None:
-        import openvino as ov
+        from falconet.core.vendor_telemetry import import_openvino
 
+        ov = import_openvino()
         # export_file checks the sha256 of model.xml and of the .bin listed in extra_files
         path, entry = export_file(package_dir, manifest, export_name, export_entry)
         weights = [Path(package_dir) / f for f in entry.get("extra_files", []) if f.endswith(".bin")]
