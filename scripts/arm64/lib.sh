@@ -96,11 +96,12 @@ unmount_all() {
 
 # Processes whose root directory is inside $1 (the chroot's): ours by construction.
 kill_chrooted() {
-    local root="$1" pid link
+    local root="$1" pid link signalled=0
     for pid in $(ls /proc | grep -E '^[0-9]+$'); do
         link=$(readlink "/proc/$pid/root" 2>/dev/null) || continue
-        case "$link" in "$root"|"$root"/*) kill -TERM "$pid" 2>/dev/null && log "stopped process $pid left in the root";; esac
+        case "$link" in "$root"|"$root"/*) kill -TERM "$pid" 2>/dev/null && log "stopped process $pid left in the root" && signalled=1;; esac
     done
+    [ "$signalled" = 1 ] || return 0
     sleep 1
     for pid in $(ls /proc | grep -E '^[0-9]+$'); do
         link=$(readlink "/proc/$pid/root" 2>/dev/null) || continue
@@ -115,16 +116,15 @@ kill_tree() {
     kill "$1" 2>/dev/null || true
 }
 
-# Clear what a killed run left in a root: its processes, then its mounts (a bind mount left on
-# /work makes the next run's `rm -rf` fail with "Device or resource busy"). Call with the lock held.
-recover_killed_run() {
-    local root="$1" stale
+# Stop every process in a root, then unmount everything under it: on exit, and at start for what a
+# killed run left (a bind mount left on /work makes the next `rm -rf` fail with "Device or resource
+# busy"). $2, when given, is logged with the mounts found. Call with the lock held.
+clear_root() {
+    local root="$1" why="${2:-}" stale
     stale="$(mounts_under "$root")"
     kill_chrooted "$root"
-    if [ -n "$stale" ]; then
-        log "unmounting what a killed earlier run left under $root: $(echo $stale)"
-        unmount_all "$root"
-    fi
+    if [ -n "$stale" ] && [ -n "$why" ]; then log "$why under $root: $(echo $stale)"; fi
+    unmount_all "$root"
 }
 
 mount_root() {
