@@ -55,7 +55,12 @@ def export_and_download(trainer: CustomVisionTrainingClient, project_id: str, it
         time.sleep(1)
         export = next(e for e in trainer.get_exports(project_id, iteration_id) if e.platform == platform and e.flavor == flavor)
     zip_path = out / f"{platform}-{flavor}.zip"
-    zip_path.write_bytes(httpx.get(export.download_uri, timeout=60).content)
+    downloaded = httpx.get(export.download_uri, timeout=60)
+    assert downloaded.status_code == 200, downloaded.text
+    zip_path.write_bytes(downloaded.content)
+    # the link is signed under the training key: the bare path (an iteration id is not a secret) is refused
+    unsigned = httpx.get(export.download_uri.partition("?")[0], timeout=60)
+    assert unsigned.status_code == 403 and unsigned.json()["code"] == "UnauthorizedLinkSignature"
     with zipfile.ZipFile(zip_path) as archive:
         archive.extractall(out / f"{platform}-{flavor}")
     return out / f"{platform}-{flavor}"

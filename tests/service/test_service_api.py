@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from falconet.server.service.links import link_secret, signature
+
 from conftest import COLOURS, draw
 from live_service import TRAINING_KEY, Service, shared_service  # noqa: F401 - fixture
 
@@ -224,7 +226,15 @@ def test_image_files_are_served_and_partial_writes_are_cleaned(api: httpx.Client
     assert original.status_code == 200 and original.content == jpeg(300)
     thumb = Image.open(io.BytesIO(httpx.get(made["thumbnailUri"]).content))
     assert max(thumb.size) <= 200
-    assert httpx.get(f"{shared_service.endpoint}/falconet/blobs/{'0' * 64}.jpg").status_code == 404
+    # the links are signed (the service has a training key): without or with a wrong signature a
+    # link is refused before the file is looked up, so it cannot tell which photos are stored
+    unsigned, _, signed_query = made["originalImageUri"].partition("?")
+    assert signed_query.startswith("sig=")
+    error(httpx.get(unsigned), 403, "UnauthorizedLinkSignature")
+    error(httpx.get(unsigned + "?sig=" + "0" * 32), 403, "UnauthorizedLinkSignature")
+    missing = "/falconet/blobs/" + "0" * 64 + ".jpg"
+    error(httpx.get(f"{shared_service.endpoint}{missing}?sig=" + signed_query[4:]), 403, "UnauthorizedLinkSignature")
+    error(httpx.get(f"{shared_service.endpoint}{missing}?sig=" + signature(link_secret(TRAINING_KEY), missing)), 404, "NotFoundImage")
     assert COLOURS and draw  # the shared helpers stay importable from here
 
 

@@ -30,6 +30,7 @@ from falconet.server.service.errors import bad_request, not_found
 from falconet.server.service.ingest import CheckedImage, Refusal, check_image
 from falconet.server.service.iterations import Iterations
 from falconet.server.service.jobs import JobRunner
+from falconet.server.service.links import BLOBS, EXPORTS, FileLinks, link_secret, signature_valid
 from falconet.server.service.predicting import Predictors, StoredPredictions, uncertainty
 from falconet.server.service.repository import Repository, Upload
 from falconet.server.service.settings import ServiceSettings, open_storage
@@ -75,10 +76,6 @@ async def _json(request: Request) -> Any:
         raise bad_request("BadRequest", "The body is not valid JSON.") from None
 
 
-def _base(request: Request) -> str:
-    return str(request.base_url).rstrip("/")
-
-
 def create_service_app(settings: ServiceSettings, log: Callable[[str], None] = print) -> FastAPI:
     import falconet
     from falconet.core.prediction import to_custom_vision_json
@@ -93,6 +90,10 @@ def create_service_app(settings: ServiceSettings, log: Callable[[str], None] = p
     stored = StoredPredictions(engine, store)
     #: (iteration, image) -> smart-labeler suggestion; an iteration's model never changes.
     suggestion_cache: dict[tuple[str, str], dict[str, Any]] = {}
+    secret = link_secret(settings.training_key)
+
+    def links_for(request: Request) -> FileLinks:
+        return FileLinks(str(request.base_url).rstrip("/"), secret)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -146,7 +147,7 @@ def create_service_app(settings: ServiceSettings, log: Callable[[str], None] = p
     # ------------------------------------------------------------------ projects
     def projects_view(rows: list[Any], request: Request) -> list[dict[str, Any]]:
         thumbnails = repo.thumbnails([r.id for r in rows])
-        return [views.project_json(r, _base(request), thumbnails.get(r.id)) for r in rows]
+        return [views.project_json(r, links_for(request), thumbnails.get(r.id)) for r in rows]
 
     def project_view(row: Any, request: Request) -> dict[str, Any]:
         return projects_view([row], request)[0]
@@ -216,7 +217,7 @@ def create_service_app(settings: ServiceSettings, log: Callable[[str], None] = p
 
     # ------------------------------------------------------------------ images: reading
     def images_view(project_id: str, request: Request, iteration_id: Optional[str], **filters: Any) -> list[dict[str, Any]]:
-        base = _base(request)
+        links = links_for(request)
         if iteration_id:
             row = iterations.get(project_id, iteration_id)
             names = {t["id"]: t["name"] for t in row.tags}
@@ -228,12 +229,12 @@ def create_service_app(settings: ServiceSettings, log: Callable[[str], None] = p
                 items = [i for i in items if wanted & (set(i["tags"]) | {r[0] for r in i["regions"]})]
             skip, take = filters.get("skip", 0), filters.get("take")
             items = items[skip:skip + take] if take is not None else items
-            return [views.snapshot_image_json(i, row.created, names, base) for i in items]
+            return [views.snapshot_image_json(i, row.created, names, links) for i in items]
         with engine.connect() as conn:
             repo.project(conn, project_id)
             rows = repo.image_rows(conn, project_id, **filters)
             tags_by, regions_by = repo.labels_of(conn, [r.id for r in rows])
-        return [views.image_json(r, tags_by[r.id], regions_by[r.id], base) for r in rows]
+        return [views.image_json(r, tags_by[r.id], regions_by[r.id], links) for r in rows]
 
     def _take(take: Optional[int]) -> int:
         take = 50 if take is None else take
@@ -438,7 +439,7 @@ def create_service_app(settings: ServiceSettings, log: Callable[[str], None] = p
         from falconet.server.service.performance import image_performances
 
         row = iterations.completed(project_id, iteration_id)
-        found = image_performances(row, iterations.package_dir(project_id, iteration_id), _base(request), _ids(tagIds))
+        found = image_performances(row, iterations.package_dir(project_id, iteration_id), links_for(request), _ids(tagIds))
         if orderBy.lower() == "oldest":
             found.reverse()
         return found[skip:skip + _take(take)]
@@ -449,7 +450,7 @@ def create_service_app(settings: ServiceSettings, log: Callable[[str], None] = p
         from falconet.server.service.performance import image_performances
 
         row = iterations.completed(project_id, iteration_id)
-        return len(image_performances(row, iterations.package_dir(project_id, iteration_id), _base(request), _ids(tagIds)))
+        return len(image_performances(row, iterations.package_dir(project_id, iteration_id), links_for(request), _ids(tagIds)))
 
     @app.post(T + "/projects/{project_id}/iterations/{iteration_id}/publish", tags=["iterations"])
     async def publish_iteration(project_id: str, iteration_id: str, publishName: str = "", predictionId: str = "",
@@ -473,7 +474,7 @@ def create_service_app(settings: ServiceSettings, log: Callable[[str], None] = p
     @app.get(T + "/projects/{project_id}/iterations/{iteration_id}/export", tags=["exports"])
     async def get_exports(project_id: str, iteration_id: str, request: Request) -> list[dict[str, Any]]:
         iterations.get(project_id, iteration_id)
-        return [views.export_json(r, _base(request)) for r in export_rows(iteration_id)]
+        return [views.export_json(r, links_for(request)) for r in export_rows(iteration_id)]
 
     @app.post(T + "/projects/{project_id}/iterations/{iteration_id}/export", tags=["exports"])
     async def export_iteration(project_id: str, iteration_id: str, request: Request, platform: str = "",
@@ -489,7 +490,7 @@ def create_service_app(settings: ServiceSettings, log: Callable[[str], None] = p
         if existing is not None and existing.status in ("Queued", "Exporting"):
             raise bad_request("BadRequestExportAlreadyInProgress", f"A {canonical} export of this iteration is running.")
         if existing is not None and existing.status == "Done":
-            return views.export_json(existing, _base(request))
+            return views.export_json(existing, links_for(request))
         with engine.begin() as conn:
             if existing is not None:
                 conn.execute(delete(db.exports).where((db.exports.c.iteration_id == iteration_id)
@@ -499,10 +500,17 @@ def create_service_app(settings: ServiceSettings, log: Callable[[str], None] = p
                                                    status="Queued", created=db.now()))
         jobs.wake()
         return views.export_json(next(r for r in export_rows(iteration_id) if r.platform == canonical
-                                      and r.flavor == (flavor or "")), _base(request))
+                                      and r.flavor == (flavor or "")), links_for(request))
 
-    @app.get("/falconet/exports/{iteration_id}/{name}", tags=["files"], include_in_schema=False)
-    async def download_export(iteration_id: str, name: str) -> FileResponse:
+    def check_signature(path: str, sig: Optional[str]) -> None:
+        # checked before the file is looked up, so a bad link says nothing about what exists
+        if not signature_valid(secret, path, sig):
+            raise FalconetError("This file link's signature is missing or not valid (links change with the training "
+                                "key); ask the Training API for the link again.", code="UnauthorizedLinkSignature", status=403)
+
+    @app.get(EXPORTS + "/{iteration_id}/{name}", tags=["files"], include_in_schema=False)
+    async def download_export(iteration_id: str, name: str, sig: Optional[str] = None) -> FileResponse:
+        check_signature(f"{EXPORTS}/{iteration_id}/{name}", sig)
         for row in export_rows(iteration_id):
             label = f"{row.platform}-{row.flavor}.zip" if row.flavor else f"{row.platform}.zip"
             if label == name and row.status == "Done" and row.file and Path(row.file).is_file():
@@ -538,8 +546,8 @@ def create_service_app(settings: ServiceSettings, log: Callable[[str], None] = p
         data = await urlfetch.fetch_image(request.app.state.http, url, settings.url_policy)
         return await score(row, data, _flag(store, True))
 
-    def stored_json(row: Any, base: str) -> dict[str, Any]:
-        return {**views.blob_uris(base, row.sha256, row.format), "domain": None, "id": row.id, "project": row.project_id,
+    def stored_json(row: Any, links: FileLinks) -> dict[str, Any]:
+        return {**links.image(row.sha256, row.format), "domain": None, "id": row.id, "project": row.project_id,
                 "iteration": row.iteration_id, "created": row.created, "predictions": row.results}
 
     @app.post(T + "/projects/{project_id}/predictions/query", tags=["predictions"])
@@ -548,7 +556,7 @@ def create_service_app(settings: ServiceSettings, log: Callable[[str], None] = p
         repo.get_project(project_id)
         rows, continuation = stored.query(project_id, token or {})
         return {"token": {**(token or {}), "continuation": continuation},
-                "results": [stored_json(r, _base(request)) for r in rows]}
+                "results": [stored_json(r, links_for(request)) for r in rows]}
 
     @app.delete(T + "/projects/{project_id}/predictions", tags=["predictions"], status_code=204)
     async def delete_predictions(project_id: str, ids: Optional[str] = None) -> Response:
@@ -614,7 +622,7 @@ def create_service_app(settings: ServiceSettings, log: Callable[[str], None] = p
                                          "created": body["created"], "predictions": body["predictions"],
                                          "predictionUncertainty": uncertainty(body["predictions"]),
                                          "width": image.width, "height": image.height,
-                                         **views.blob_uris("", image.sha256, image.format)}
+                                         **FileLinks("", secret).image(image.sha256, image.format)}
             found.append(suggestion_cache[key])
         return row, found
 
@@ -631,7 +639,7 @@ def create_service_app(settings: ServiceSettings, log: Callable[[str], None] = p
         chosen.sort(key=lambda s: s["predictionUncertainty"], reverse=not ascending)
         start = int(token.get("continuation") or 0)
         count = max(1, min(int(token.get("maxCount") or 50), 256))
-        base = _base(request)
+        base = links_for(request).base
         page = [{**s, **{k: base + s[k] for k in ("resizedImageUri", "thumbnailUri", "originalImageUri")}}
                 for s in chosen[start:start + count]]
         more = start + count < len(chosen)
@@ -677,8 +685,9 @@ def create_service_app(settings: ServiceSettings, log: Callable[[str], None] = p
                 app.add_api_route(path, make(), methods=["POST"], tags=["prediction"], name=f"{task}-{kind}-{nostore}")
 
     # ------------------------------------------------------------------ files and operations
-    @app.get("/falconet/blobs/{name}", tags=["files"], include_in_schema=False)
-    async def blob(name: str, size: Optional[str] = None) -> Response:
+    @app.get(BLOBS + "/{name}", tags=["files"], include_in_schema=False)
+    async def blob(name: str, size: Optional[str] = None, sig: Optional[str] = None) -> Response:
+        check_signature(f"{BLOBS}/{name}", sig)
         sha, _, ext = name.partition(".")
         if not re.fullmatch(r"[0-9a-f]{64}", sha) or not store.exists(sha, ext):
             raise not_found("Image", name)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from falconet.core.manifest import DETECTION, load_manifest
+from falconet.server.service.links import FileLinks
 from falconet.training.metrics.rescore import fold_spread, metrics_from_rows
 
 
@@ -47,7 +48,7 @@ def iteration_performance(row: Any, package: Path, threshold: float, overlap: fl
             "evaluation": {"method": split.get("method"), "images": len(rows), "note": split.get("note")}}
 
 
-def image_performances(row: Any, package: Path, base: str, tag_ids: Sequence[str]) -> list[dict[str, Any]]:
+def image_performances(row: Any, package: Path, links: FileLinks, tag_ids: Sequence[str]) -> list[dict[str, Any]]:
     """Every evaluated image with what the held-out model predicted for it."""
     from falconet.server.service.views import snapshot_image_json
 
@@ -61,7 +62,7 @@ def image_performances(row: Any, package: Path, base: str, tag_ids: Sequence[str
         item = by_sha.get(Path(result["image"]).stem)
         if item is None:
             continue
-        image = snapshot_image_json(item, row.created, names, base)
+        image = snapshot_image_json(item, row.created, names, links)
         if wanted and not wanted & {t["tagId"] for t in image["tags"] or []}:
             continue
         if evaluation["task"] == DETECTION:

@@ -4,9 +4,10 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from falconet.server.service.catalog import exportable_platforms, resolve_domain
+from falconet.server.service.links import FileLinks
 
 
-def project_json(row: Any, base: str, thumbnail: Optional[str] = None) -> dict[str, Any]:
+def project_json(row: Any, links: FileLinks, thumbnail: Optional[str] = None) -> dict[str, Any]:
     return {
         "id": row.id, "name": row.name, "description": row.description,
         "settings": {"domainId": row.domain_id, "classificationType": row.classification_type,
@@ -14,7 +15,7 @@ def project_json(row: Any, base: str, thumbnail: Optional[str] = None) -> dict[s
                      "detectionParameters": None, "imageProcessingSettings": {"augmentationMethods": {}},
                      "exportModelContainerUri": None, "notificationQueueUri": None},
         "created": row.created, "lastModified": row.last_modified,
-        "thumbnailUri": f"{base}/falconet/blobs/{thumbnail}?size=thumbnail" if thumbnail else None,
+        "thumbnailUri": links.thumbnail(thumbnail) if thumbnail else None,
         "drModeEnabled": False, "status": "Succeeded",
     }
 
@@ -23,15 +24,10 @@ def tag_json(row: Any, count: int) -> dict[str, Any]:
     return {"id": row.id, "name": row.name, "description": row.description, "type": row.type, "imageCount": int(count)}
 
 
-def blob_uris(base: str, sha256: str, fmt: str) -> dict[str, str]:
-    blob = f"{base}/falconet/blobs/{sha256}.{fmt}"
-    return {"resizedImageUri": f"{blob}?size=resized", "thumbnailUri": f"{blob}?size=thumbnail", "originalImageUri": blob}
-
-
-def image_json(row: Any, tags: list[Any], regions: list[Any], base: str) -> dict[str, Any]:
+def image_json(row: Any, tags: list[Any], regions: list[Any], links: FileLinks) -> dict[str, Any]:
     return {
         "id": row.id, "created": row.created, "width": row.width, "height": row.height,
-        **blob_uris(base, row.sha256, row.format),
+        **links.image(row.sha256, row.format),
         "tags": [{"tagId": t.tag_id, "tagName": t.name, "created": t.created} for t in tags] or None,
         "regions": [{"regionId": r.id, "tagName": r.tag_name, "created": r.created, "tagId": r.tag_id, "left": r.left,
                      "top": r.top, "width": r.width, "height": r.height} for r in regions] or None,
@@ -39,13 +35,13 @@ def image_json(row: Any, tags: list[Any], regions: list[Any], base: str) -> dict
     }
 
 
-def snapshot_image_json(item: dict[str, Any], created: str, names: dict[str, str], base: str) -> dict[str, Any]:
+def snapshot_image_json(item: dict[str, Any], created: str, names: dict[str, str], links: FileLinks) -> dict[str, Any]:
     """An image as an iteration trained on it (its tags and boxes then, not now)."""
     regions = [{"regionId": f"{item['image']}-{n}", "tagName": names.get(r[0], ""), "created": created, "tagId": r[0],
                 "left": r[1], "top": r[2], "width": r[3], "height": r[4]} for n, r in enumerate(item["regions"])]
     tag_ids = list(dict.fromkeys(item["tags"] + [r[0] for r in item["regions"]]))
     return {"id": item["image"], "created": created, "width": item["width"], "height": item["height"],
-            **blob_uris(base, item["sha256"], item["format"]),
+            **links.image(item["sha256"], item["format"]),
             "tags": [{"tagId": t, "tagName": names.get(t, ""), "created": created} for t in tag_ids] or None,
             "regions": regions or None, "metadata": None}
 
@@ -67,10 +63,10 @@ def iteration_json(row: Any) -> dict[str, Any]:
     }
 
 
-def export_json(row: Any, base: str) -> dict[str, Any]:
+def export_json(row: Any, links: FileLinks) -> dict[str, Any]:
     done = row.status == "Done"
     flavor = row.flavor or None
     name = f"{row.platform}-{flavor}" if flavor else row.platform
     return {"platform": row.platform, "status": row.status, "flavor": flavor, "newerVersionAvailable": False,
-            "downloadUri": f"{base}/falconet/exports/{row.iteration_id}/{name}.zip" if done else None,
+            "downloadUri": links.export(row.iteration_id, f"{name}.zip") if done else None,
             "error": row.error}
