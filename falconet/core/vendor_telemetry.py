@@ -7,6 +7,10 @@ Neither library offers a per-call switch; both decline when they see a CI job (`
 ``disable_in_ci``). :func:`telemetry_declined` sets that for the duration of the import or the
 conversion and puts the environment back afterwards. The documented opt-out
 (``opt_in_out --opt_out``) would change the user's choice for every program, which is not ours to do.
+
+The environment is process-wide: while a block runs, other threads of the process (a server
+answering requests, say) also see ``CI=true``. The lock only keeps our own blocks from restoring
+each other's value out of order.
 """
 from __future__ import annotations
 
@@ -15,7 +19,9 @@ import os
 import threading
 from typing import Any, Iterator
 
-_LOCK = threading.RLock()  # reentrant: an export imports and converts inside one block
+# Re-entrant so that code inside a block may call import_openvino() or open another block
+# without deadlocking (nothing nests today: the exporter imports before it converts).
+_LOCK = threading.RLock()
 
 
 @contextlib.contextmanager
