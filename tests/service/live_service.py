@@ -32,6 +32,8 @@ class Service:
     port: int
     process: Optional[subprocess.Popen] = None
     log: Optional[Path] = None
+    #: FALCONET_DATABASE_URL for the process; None: the SQLite file in the data directory
+    database_url: Optional[str] = None
 
     @property
     def endpoint(self) -> str:
@@ -44,6 +46,9 @@ class Service:
     def start(self, *extra: str) -> "Service":
         self.log = self.data_dir.parent / f"service-{self.port}-{time.monotonic_ns()}.log"
         env = {**os.environ, "FALCONET_TRAINING_KEY": TRAINING_KEY, "FALCONET_PREDICTION_KEY": PREDICTION_KEY}
+        env.pop("FALCONET_DATABASE_URL", None)
+        if self.database_url:
+            env["FALCONET_DATABASE_URL"] = self.database_url
         with open(self.log, "wb") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "falconet.cli", "service", "--data-dir", str(self.data_dir), "--port", str(self.port),
@@ -89,9 +94,11 @@ def service(tmp_path: Path) -> Iterator[Service]:
     svc.stop()
 
 
-@pytest.fixture(scope="module")
-def shared_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    """One service for many API tests; image URLs may point at loopback (the tests' file server)."""
-    svc = Service(tmp_path_factory.mktemp("service") / "data", free_port()).start("--allow-private-urls")
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def shared_service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """One service for many API tests, on each database it supports (PostgreSQL: a real server);
+    image URLs may point at loopback (the tests' file server)."""
+    url = request.getfixturevalue("postgres").new_database() if request.param == "postgresql" else None
+    svc = Service(tmp_path_factory.mktemp("service") / "data", free_port(), database_url=url).start("--allow-private-urls")
     yield svc
     svc.stop()

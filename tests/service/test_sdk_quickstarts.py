@@ -25,7 +25,8 @@ from azure.cognitiveservices.vision.customvision.training.models import (CustomV
 from msrest.authentication import ApiKeyCredentials
 
 import falconet
-from live_service import PREDICTION_KEY, TRAINING_KEY, Service, service  # noqa: F401 - fixture
+from live_service import PREDICTION_KEY, TRAINING_KEY, Service, free_port, service  # noqa: F401 - fixture
+from postgres_server import PostgresServer, postgres  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.datasets
 
@@ -67,6 +68,28 @@ def export_and_download(trainer: CustomVisionTrainingClient, project_id: str, it
 
 
 def test_classification_quickstart_on_cv_trees(real_datasets: Path, service: Service, tmp_path: Path) -> None:  # noqa: F811
+    classification_quickstart(real_datasets, service, tmp_path)
+
+
+def test_classification_quickstart_on_postgresql(real_datasets: Path, postgres: PostgresServer, tmp_path: Path) -> None:  # noqa: F811
+    """The same session with the service's rows in a real PostgreSQL server (FALCONET_DATABASE_URL),
+    the training worker process included."""
+    url = postgres.new_database()
+    svc = Service(tmp_path / "data", free_port(), database_url=url).start()
+    try:
+        classification_quickstart(real_datasets, svc, tmp_path)
+    finally:
+        svc.stop()
+    assert not (tmp_path / "data" / "falconet.db").exists()  # nothing went to SQLite instead
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT status FROM iterations ORDER BY created")).scalars().all() == ["Completed"] * 2
+    engine.dispose()
+
+
+def classification_quickstart(real_datasets: Path, service: Service, tmp_path: Path) -> None:  # noqa: F811
     root = real_datasets / "cv-trees"
     trainer, predictor = clients(service)
     project = trainer.create_project("Trees")

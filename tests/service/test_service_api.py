@@ -19,6 +19,7 @@ from falconet.server.service.links import link_secret, signature
 
 from conftest import COLOURS, draw
 from live_service import TRAINING_KEY, Service, shared_service  # noqa: F401 - fixture
+from postgres_server import postgres  # noqa: F401 - fixture of shared_service
 
 CLASSIFICATION_COMPACT = "0732100f-1a38-4e49-a514-c9b44c697ab5"
 DETECTION_COMPACT = "a27d5ca5-bb19-49d8-a70a-fec086c47f5b"

@@ -16,15 +16,22 @@ from falconet.server.service.ingest import check_image
 from falconet.server.service.repository import Repository, Upload
 from falconet.server.service.settings import open_storage
 
+from postgres_server import postgres  # noqa: F401 - fixture
+
 CLASSIFICATION_COMPACT = "0732100f-1a38-4e49-a514-c9b44c697ab5"
 DETECTION_COMPACT = "a27d5ca5-bb19-49d8-a70a-fec086c47f5b"
 
 
-@pytest.fixture
-def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Repository:
-    monkeypatch.delenv("FALCONET_DATABASE_URL", raising=False)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def repo(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Repository]:
+    """The repository on each database the service's URL may name (PostgreSQL: a real server)."""
+    if request.param == "postgresql":
+        monkeypatch.setenv("FALCONET_DATABASE_URL", request.getfixturevalue("postgres").new_database())
+    else:
+        monkeypatch.delenv("FALCONET_DATABASE_URL", raising=False)
     engine, store = open_storage(tmp_path)
-    return Repository(engine, store, tmp_path)
+    yield Repository(engine, store, tmp_path)
+    engine.dispose()
 
 
 def png(shade: int) -> bytes:
