@@ -138,7 +138,10 @@ def int8_speedup_lines(latest: dict[tuple[str, str], dict[str, Any]]) -> list[st
     """The issue's int8 target (>= 1.5x the fp32 file in the same runtime, <= 1 point / 0.01 mAP lost), row by row."""
     lines = ["", "### int8 against fp32 in the same runtime", "",
              "Target: >= 1.5x faster with <= 1 point top-1 (<= 0.01 mAP@0.5) lost. The speed-up is fp32 ms / int8 ms",
-             "from the table above.", "",
+             "from the table above. int8 kernels gain mainly through int8 dot-product instructions (x86 VNNI or AMX,",
+             "ARM SDOT/I8MM; the machine column lists the CPU's features). A CPU with AVX2 and FMA alone has none:",
+             "there onnxruntime's and XNNPACK's int8 kernels gain little or nothing over their fp32 ones (OpenVINO's",
+             "gain more), so these rows say little about a Pi 5 or a VNNI server.", "",
              "| package | int8 file | vs | speed-up 1 thread | speed-up 2 threads | quality drop | target |",
              "|---|---|---|---|---|---|---|"]
     for (package, fmt), r in sorted(latest.items()):

@@ -122,17 +122,14 @@ def _summary(history: dict[str, Any]) -> dict[str, Any]:
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    """The CPU with the instruction-set features speed depends on (int8 files need VNNI or SDOT to gain)."""
     import torch
 
-    return f"{len(os.sched_getaffinity(0))} cores of {cpu}, {platform.machine()}, Python {platform.python_version()}, torch {torch.__version__}"
+    from falconet.runtime.bench import cpu_features, cpu_model
+
+    features = " ".join(cpu_features()) or "none of the listed"
+    return (f"{len(os.sched_getaffinity(0))} cores of {cpu_model()} ({features}), {platform.machine()}, "
+            f"Python {platform.python_version()}, torch {torch.__version__}")
 
 
 #: trained packages kept for the export and HTTP benchmarks (git-ignored)

@@ -59,6 +59,25 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+#: /proc/cpuinfo flags that decide how fast int8 and half-precision files run: x86 (AVX2, AVX-512,
+#: VNNI int8 dot products, BF16, AMX) and ARM (NEON, SDOT/UDOT "asimddp", I8MM, fp16 arithmetic, SVE)
+SPEED_FEATURES = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16",
+                  "asimd", "asimddp", "i8mm", "asimdhp", "bf16", "sve")
+#: int8 dot-product instructions: without one, int8 kernels gain little or nothing over fp32
+INT8_DOT_PRODUCT = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
+
+
+def cpu_features() -> list[str]:
+    """The :data:`SPEED_FEATURES` this CPU has (``flags`` on x86, ``Features`` on ARM)."""
+    text = _read("/proc/cpuinfo") or ""
+    present: set[str] = set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):
+            present.update(value.split())
+    return [f for f in SPEED_FEATURES if f in present]
+
+
 def os_name() -> str:
     release = _read("/etc/os-release") or ""
     for line in release.splitlines():
@@ -87,6 +106,8 @@ def machine_info() -> dict[str, Any]:
     info: dict[str, Any] = {
         "hostname": platform.node(),
         "cpu": cpu_model(),
+        "cpu_features": (features := cpu_features()),
+        "int8_dot_product": any(f in features for f in INT8_DOT_PRODUCT),
         "arch": platform.machine(),
         "cores": os.cpu_count(),
         "usable_cores": default_threads(),
@@ -300,7 +321,8 @@ def device_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
             continue
         rows.append({
             "date": result["created"][:10], "falconet": machine["packages"].get("falconet"),
-            "board": machine.get("board") or machine["cpu"], "cpu": machine["cpu"], "os": machine["os"],
+            "board": machine.get("board") or machine["cpu"], "cpu": machine["cpu"],
+            "cpu_features": " ".join(machine.get("cpu_features") or []), "os": machine["os"],
             "python": machine["python"], "model": f"{package['domain']} {package['input']} {package['task']}",
             "backend": r["backend"], "runtime": r["runtime"], "threads": r["threads"], "batch": r["batch"],
             "p50_ms": r["latency_ms"]["p50"], "p90_ms": r["latency_ms"]["p90"], "p99_ms": r["latency_ms"]["p99"],

@@ -99,3 +99,15 @@ def test_user_errors_are_clear(onnx_package: Path, tmp_path: Path) -> None:
     (broken / "model.onnx").unlink()
     empty = runner.invoke(app, ["bench", str(broken), "--backend", "all"])
     assert empty.exit_code == 2 and "ExportNotFound" in empty.output
+
+
+def test_cpu_features_are_read_from_x86_flags_and_arm_features(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What decides int8 speed is recorded (cpuinfo lines as a Cortex-A76 and an AVX2-only EPYC print them)."""
+    from falconet.runtime import bench
+
+    a76 = "processor\t: 0\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp\nCPU part\t: 0xd0b\n"
+    epyc = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx fma avx2 f16c\n"
+    for text, expected in ((a76, ["asimd", "asimddp", "asimdhp"]), (epyc, ["avx2", "fma"])):
+        monkeypatch.setattr(bench, "_read", lambda path, text=text: text if path == "/proc/cpuinfo" else None)
+        assert bench.cpu_features() == expected
+        assert any(f in bench.INT8_DOT_PRODUCT for f in expected) == (text is a76)
