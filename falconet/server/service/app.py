@@ -88,7 +88,8 @@ def create_service_app(settings: ServiceSettings, log: Callable[[str], None] = p
     jobs = JobRunner(engine, iterations, settings, log)
     predictors = Predictors(iterations.package_dir)
     stored = StoredPredictions(engine, store)
-    #: (iteration, image) -> smart-labeler suggestion; an iteration's model never changes.
+    #: (iteration, image) -> smart-labeler suggestion (its links are added per request); an
+    #: iteration's model never changes.
     suggestion_cache: dict[tuple[str, str], dict[str, Any]] = {}
     secret = link_secret(settings.training_key)
 
@@ -608,7 +609,8 @@ def create_service_app(settings: ServiceSettings, log: Callable[[str], None] = p
             proposals = await run_in_threadpool(region_proposals, predictor, data)
         return {"projectId": project_id, "imageId": image_id, "proposals": proposals}
 
-    async def suggestions_for_untagged(project_id: str, iteration_id: Optional[str]) -> tuple[Any, list[dict[str, Any]]]:
+    async def suggestions_for_untagged(project_id: str, iteration_id: Optional[str],
+                                       links: FileLinks) -> tuple[Any, list[dict[str, Any]]]:
         row = iterations.completed(project_id, iteration_id)
         with engine.connect() as conn:
             images = repo.image_rows(conn, project_id, tagging="Untagged", order="Newest")
@@ -621,9 +623,8 @@ def create_service_app(settings: ServiceSettings, log: Callable[[str], None] = p
                 suggestion_cache[key] = {"id": image.id, "project": project_id, "iteration": row.id,
                                          "created": body["created"], "predictions": body["predictions"],
                                          "predictionUncertainty": uncertainty(body["predictions"]),
-                                         "width": image.width, "height": image.height,
-                                         **FileLinks("", secret).image(image.sha256, image.format)}
-            found.append(suggestion_cache[key])
+                                         "width": image.width, "height": image.height}
+            found.append({**suggestion_cache[key], **links.image(image.sha256, image.format)})
         return row, found
 
     def _matching(found: list[dict[str, Any]], tag_ids: list[str], threshold: float) -> list[dict[str, Any]]:
@@ -633,22 +634,20 @@ def create_service_app(settings: ServiceSettings, log: Callable[[str], None] = p
     @app.post(T + "/projects/{project_id}/images/suggested", tags=["smart labeler"])
     async def query_suggested_images(project_id: str, request: Request, iterationId: Optional[str] = None) -> dict[str, Any]:
         token = await _json(request) or {}
-        _, found = await suggestions_for_untagged(project_id, iterationId)
+        _, found = await suggestions_for_untagged(project_id, iterationId, links_for(request))
         chosen = _matching(found, token.get("tagIds") or [], float(token.get("threshold") or 0.0))
         ascending = (token.get("sortBy") or "UncertaintyDescending").lower() == "uncertaintyascending"
         chosen.sort(key=lambda s: s["predictionUncertainty"], reverse=not ascending)
         start = int(token.get("continuation") or 0)
         count = max(1, min(int(token.get("maxCount") or 50), 256))
-        base = links_for(request).base
-        page = [{**s, **{k: base + s[k] for k in ("resizedImageUri", "thumbnailUri", "originalImageUri")}}
-                for s in chosen[start:start + count]]
+        page = chosen[start:start + count]
         more = start + count < len(chosen)
         return {"token": {**token, "continuation": str(start + count) if more else None}, "results": page}
 
     @app.post(T + "/projects/{project_id}/images/suggested/count", tags=["smart labeler"])
     async def query_suggested_image_count(project_id: str, request: Request, iterationId: Optional[str] = None) -> dict[str, int]:
         body = await _json(request) or {}
-        row, found = await suggestions_for_untagged(project_id, iterationId)
+        row, found = await suggestions_for_untagged(project_id, iterationId, links_for(request))
         threshold = float(body.get("threshold") or 0.0)
         tag_ids = body.get("tagIds") or [t["id"] for t in row.tags]
         return {tag: len(_matching(found, [tag], threshold)) for tag in tag_ids}

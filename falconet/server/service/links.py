@@ -46,20 +46,22 @@ class FileLinks:
     base: str
     secret: Optional[bytes]
 
-    def _signed(self, path: str, query: str = "") -> str:
-        params = [query] if query else []
-        if self.secret is not None:
-            params.append(f"sig={signature(self.secret, path)}")
-        return self.base + path + ("?" + "&".join(params) if params else "")
+    def _signed(self, path: str, *queries: str) -> list[str]:
+        """``path`` once per query ("" for none), all with the one signature of ``path``."""
+        sig = f"sig={signature(self.secret, path)}" if self.secret is not None else ""
+        urls = []
+        for query in queries:
+            params = "&".join(p for p in (query, sig) if p)
+            urls.append(self.base + path + ("?" + params if params else ""))
+        return urls
 
     def image(self, sha256: str, fmt: str) -> dict[str, str]:
         """The Training API's three image URIs."""
-        path = f"{BLOBS}/{sha256}.{fmt}"
-        return {"resizedImageUri": self._signed(path, "size=resized"), "thumbnailUri": self._signed(path, "size=thumbnail"),
-                "originalImageUri": self._signed(path)}
+        resized, thumbnail, original = self._signed(f"{BLOBS}/{sha256}.{fmt}", "size=resized", "size=thumbnail", "")
+        return {"resizedImageUri": resized, "thumbnailUri": thumbnail, "originalImageUri": original}
 
     def thumbnail(self, name: str) -> str:
-        return self._signed(f"{BLOBS}/{name}", "size=thumbnail")
+        return self._signed(f"{BLOBS}/{name}", "size=thumbnail")[0]
 
     def export(self, iteration_id: str, name: str) -> str:
-        return self._signed(f"{EXPORTS}/{iteration_id}/{name}")
+        return self._signed(f"{EXPORTS}/{iteration_id}/{name}", "")[0]
