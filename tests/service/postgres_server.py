@@ -43,13 +43,22 @@ class PostgresServer:
         self.port = free_port()
 
     def start(self) -> "PostgresServer":
-        if os.geteuid() == 0:
-            shutil.chown(self.root, "postgres", "postgres")
-        subprocess.run(_as_owner([self.initdb, "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
-                                  "--no-sync"]), check=True, capture_output=True)
-        options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} -c fsync=off"
-        subprocess.run(_as_owner([self.pg_ctl, "-D", str(self.data), "-l", str(self.root / "server.log"), "-o", options,
-                                  "-w", "start"]), check=True, capture_output=True)
+        """initdb and pg_ctl start; a failure removes the scratch directory and says what the tool printed."""
+        try:
+            if os.geteuid() == 0:
+                shutil.chown(self.root, "postgres", "postgres")
+            subprocess.run(_as_owner([self.initdb, "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E",
+                                      "UTF8", "--no-sync"]), check=True, capture_output=True, text=True)
+            options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} -c fsync=off"
+            subprocess.run(_as_owner([self.pg_ctl, "-D", str(self.data), "-l", str(self.root / "server.log"), "-o",
+                                      options, "-w", "start"]), check=True, capture_output=True, text=True)
+        except subprocess.CalledProcessError as exc:
+            shutil.rmtree(self.root, ignore_errors=True)
+            raise RuntimeError(f"{' '.join(map(str, exc.cmd))} failed ({exc.returncode}): "
+                               f"{(exc.stderr or exc.stdout or '')[-2000:]}") from exc
+        except BaseException:
+            shutil.rmtree(self.root, ignore_errors=True)
+            raise
         return self
 
     def stop(self) -> None:
@@ -70,16 +79,16 @@ def postgres_missing() -> Optional[str]:
     """Why a PostgreSQL server cannot be started here, or None."""
     if _program("initdb") is None or _program("pg_ctl") is None:
         return "PostgreSQL's server programs (initdb, pg_ctl; Debian package postgresql) are not installed"
-    if os.geteuid() == 0 and shutil.which("runuser") is None:
-        return "running as root without runuser, and PostgreSQL refuses to run as root"
     try:
         import psycopg  # noqa: F401
     except ImportError:
         return "the psycopg driver is not installed (pip install 'falconet[postgresql]')"
-    if os.geteuid() == 0:
-        try:
-            import pwd
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root: the cluster belongs to the postgres account
+        import pwd
 
+        if shutil.which("runuser") is None:
+            return "running as root without runuser, and PostgreSQL refuses to run as root"
+        try:
             pwd.getpwnam("postgres")
         except KeyError:
             return "running as root and there is no postgres account to own the cluster"
