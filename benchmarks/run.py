@@ -112,7 +112,8 @@ def _summary(history: dict[str, Any]) -> dict[str, Any]:
     """The few training facts worth keeping beside the figures."""
     tuned = history.get("fine_tune") or {}
     head = history.get("head") or history
-    keep = {"method": history.get("method"), "l2": head.get("l2"), "views": head.get("views_per_image")}
+    keep = {"method": history.get("method"), "l2": head.get("l2"), "temperature": head.get("temperature"),
+            "views": head.get("views_per_image")}
     if tuned:
         keep.update({"epochs": tuned.get("epochs"), "chosen_epoch": tuned.get("chosen_epoch"),
                      "val_accuracy_by_epoch": [round(e["val_accuracy"], 3) for e in tuned.get("epochs_log", [])],

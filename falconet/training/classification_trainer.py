@@ -29,7 +29,7 @@ from falconet.training.classifier import ClassifierNet
 from falconet.training.domains import Domain
 
 Progress = Callable[[dict[str, Any]], None]
-L2_GRID = (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3)
+L2_GRID = (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0)
 
 
 @dataclass
@@ -125,27 +125,57 @@ def _score(logits: torch.Tensor, targets: torch.Tensor, multilabel: bool) -> flo
     return float(_head_loss(logits, targets, multilabel))
 
 
+@dataclass(frozen=True)
+class HeadChoice:
+    """The head's L2 strength and the temperature that calibrates its probabilities."""
+
+    l2: float
+    temperature: float = 1.0
+    criterion: str = "log-loss"
+
+
 def choose_l2(features: torch.Tensor, targets: torch.Tensor, image_of_view: np.ndarray, canonical: np.ndarray,
-              multilabel: bool, folds: int = 3, seed: int = 0) -> float:
-    """Pick the L2 strength whose held-out log-loss (canonical views, grouped by image) is lowest."""
+              multilabel: bool, folds: int = 3, seed: int = 0) -> HeadChoice:
+    """Pick the L2 strength by cross-validation over training images (held-out canonical views).
+
+    Multilabel heads are chosen by held-out log-loss: their 0.5 threshold makes calibration the
+    metric. Multiclass heads are chosen by held-out top-1 accuracy (ties to the lower log-loss),
+    because the two disagree on small sets: strong shrinkage ranks the tags better but flattens
+    the probabilities, so log-loss alone stops at a weaker L2 than the one that classifies best.
+    A temperature fitted on the same out-of-fold logits then restores calibrated probabilities
+    without changing any image's top tag.
+    """
     n_images = int(image_of_view.max()) + 1
     if n_images < 2 * folds:
-        return 1e-2
+        return HeadChoice(1e-2, criterion="default (too few images to cross-validate)")
     order = np.random.RandomState(seed).permutation(n_images)
     fold_of_image = np.empty(n_images, dtype=int)
     fold_of_image[order] = np.arange(n_images) % folds
-    best, best_loss = L2_GRID[0], math.inf
+    held_out = torch.from_numpy(canonical)
+    candidates = []
     for l2 in L2_GRID:
-        losses = []
+        logits = torch.zeros_like(targets)
         for k in range(folds):
             train_mask = torch.from_numpy(fold_of_image[image_of_view] != k)
-            test_mask = torch.from_numpy((fold_of_image[image_of_view] == k) & canonical)
+            test_mask = torch.from_numpy(fold_of_image[image_of_view] == k) & held_out
             w, b = fit_head(features[train_mask], targets[train_mask], multilabel, l2)
-            losses.append(_score(features[test_mask] @ w.T + b, targets[test_mask], multilabel))
-        loss = float(np.mean(losses))
-        if loss < best_loss:
-            best, best_loss = l2, loss
-    return best
+            logits[test_mask] = features[test_mask] @ w.T + b
+        loss = _score(logits[held_out], targets[held_out], multilabel)
+        accuracy = float((logits[held_out].argmax(1) == targets[held_out].argmax(1)).float().mean())
+        candidates.append((l2, loss, accuracy, logits[held_out]))
+    if multilabel:
+        l2, *_ = min(candidates, key=lambda c: c[1])
+        return HeadChoice(l2)
+    l2, _, _, logits = max(candidates, key=lambda c: (round(c[2], 9), -c[1]))
+    return HeadChoice(l2, fit_temperature(logits, targets[held_out]), "top-1 accuracy, then log-loss")
+
+
+def fit_temperature(logits: torch.Tensor, targets: torch.Tensor) -> float:
+    """The factor on the logits that minimises held-out softmax log-loss (searched on a log grid)."""
+    labels = targets.argmax(dim=1)
+    grid = np.exp(np.linspace(np.log(0.25), np.log(50.0), 121))
+    losses = [float(F.cross_entropy(logits * float(t), labels)) for t in grid]
+    return float(grid[int(np.argmin(losses))])
 
 
 def _views(cache: ImageCache, contract: InputContract, n_views: int, rng: random.Random) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
@@ -193,12 +223,13 @@ class FeatureBank:
         _, local = np.unique(owner, return_inverse=True)
         features = self.features[torch.from_numpy(mask)]
         y = torch.from_numpy(targets[owner])
-        l2 = choose_l2(features, y, local, self.canonical[mask], model.multilabel, seed=seed)
-        w, b = fit_head(features, y, model.multilabel, l2)
+        choice = choose_l2(features, y, local, self.canonical[mask], model.multilabel, seed=seed)
+        w, b = fit_head(features, y, model.multilabel, choice.l2)
         with torch.no_grad():
-            model.head.weight.copy_(w)
-            model.head.bias.copy_(b)
-        return {"method": "frozen-features+logistic-head", "views_per_image": self.n_views, "l2": l2,
+            model.head.weight.copy_(w * choice.temperature)
+            model.head.bias.copy_(b * choice.temperature)
+        return {"method": "frozen-features+logistic-head", "views_per_image": self.n_views, "l2": choice.l2,
+                "l2_criterion": choice.criterion, "temperature": round(choice.temperature, 4),
                 "images": int(len(np.unique(owner))), "feature_seconds": round(self.seconds, 2),
                 "fit_seconds": round(time.monotonic() - started, 2)}
 
