@@ -152,7 +152,9 @@ def choose_l2(features: torch.Tensor, targets: torch.Tensor, image_of_view: np.n
     fold_of_image = np.empty(n_images, dtype=int)
     fold_of_image[order] = np.arange(n_images) % folds
     held_out = torch.from_numpy(canonical)
-    candidates = []
+    truth = targets[held_out]
+    # per L2: (held-out accuracy, -log-loss, L2, out-of-fold logits); the best is the largest
+    scored = []
     for l2 in L2_GRID:
         logits = torch.zeros_like(targets)
         for k in range(folds):
@@ -160,14 +162,14 @@ def choose_l2(features: torch.Tensor, targets: torch.Tensor, image_of_view: np.n
             test_mask = torch.from_numpy(fold_of_image[image_of_view] == k) & held_out
             w, b = fit_head(features[train_mask], targets[train_mask], multilabel, l2)
             logits[test_mask] = features[test_mask] @ w.T + b
-        loss = _score(logits[held_out], targets[held_out], multilabel)
-        accuracy = float((logits[held_out].argmax(1) == targets[held_out].argmax(1)).float().mean())
-        candidates.append((l2, loss, accuracy, logits[held_out]))
+        logits = logits[held_out]
+        loss = _score(logits, truth, multilabel)
+        accuracy = 0.0 if multilabel else float((logits.argmax(1) == truth.argmax(1)).float().mean())
+        scored.append((accuracy, -loss, l2, logits))
+    _, _, l2, logits = max(scored, key=lambda c: c[:2])
     if multilabel:
-        l2, *_ = min(candidates, key=lambda c: c[1])
         return HeadChoice(l2)
-    l2, _, _, logits = max(candidates, key=lambda c: (round(c[2], 9), -c[1]))
-    return HeadChoice(l2, fit_temperature(logits, targets[held_out]), "top-1 accuracy, then log-loss")
+    return HeadChoice(l2, fit_temperature(logits, truth), "top-1 accuracy, then log-loss")
 
 
 def fit_temperature(logits: torch.Tensor, targets: torch.Tensor) -> float:

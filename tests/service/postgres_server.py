@@ -52,12 +52,11 @@ class PostgresServer:
             options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} -c fsync=off"
             subprocess.run(_as_owner([self.pg_ctl, "-D", str(self.data), "-l", str(self.root / "server.log"), "-o",
                                       options, "-w", "start"]), check=True, capture_output=True, text=True)
-        except subprocess.CalledProcessError as exc:
+        except BaseException as exc:
             shutil.rmtree(self.root, ignore_errors=True)
-            raise RuntimeError(f"{' '.join(map(str, exc.cmd))} failed ({exc.returncode}): "
-                               f"{(exc.stderr or exc.stdout or '')[-2000:]}") from exc
-        except BaseException:
-            shutil.rmtree(self.root, ignore_errors=True)
+            if isinstance(exc, subprocess.CalledProcessError):
+                raise RuntimeError(f"{' '.join(map(str, exc.cmd))} failed ({exc.returncode}): "
+                                   f"{(exc.stderr or exc.stdout or '')[-2000:]}") from exc
             raise
         return self
 
