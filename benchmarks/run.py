@@ -117,7 +117,9 @@ def _summary(history: dict[str, Any]) -> dict[str, Any]:
     if tuned:
         keep.update({"epochs": tuned.get("epochs"), "chosen_epoch": tuned.get("chosen_epoch"),
                      "val_accuracy_by_epoch": [round(e["val_accuracy"], 3) for e in tuned.get("epochs_log", [])],
-                     "val_loss_by_epoch": [round(e["val_loss"], 4) for e in tuned.get("epochs_log", [])]})
+                     "val_loss_by_epoch": [round(e["val_loss"], 4) for e in tuned.get("epochs_log", [])],
+                     "clear_wins": [e["epoch"] for e in tuned.get("epochs_log", []) if e.get("clear_win")],
+                     "final": history.get("final")})
     for key in ("epochs", "steps", "images_per_s", "best_checkpoint"):
         if key in history:
             keep[key] = history[key]
