@@ -4,9 +4,9 @@ Quick mode is what a user waits for: the ImageNet backbone stays frozen, each tr
 seen in a few augmented views, and a logistic-regression head is fitted on the pooled features
 with its L2 strength chosen by cross-validation. Advanced mode starts from that head, fine-tunes
 the later backbone stages within the time budget with augmentation, and keeps whichever
-candidate scores best on validation images drawn from the training side. When no fine-tuned
-epoch beats the fitted head there, the head is fitted again on every training image, so advanced
-mode never ships a model trained on fewer photos than quick mode's for nothing.
+candidate scores best on validation images drawn from the training side. A fine-tuned epoch has
+to beat the fitted head clearly there; otherwise the head is fitted again on every training
+image, as in quick mode, since the held-back images then serve no purpose.
 """
 from __future__ import annotations
 

@@ -50,7 +50,8 @@ DOMAINS: dict[str, Domain] = {
             # so a frozen backbone sees them at their training size from a ~1.15x larger whole
             # photo (the train/test resolution discrepancy). Frozen-feature heads on hymenoptera,
             # 260 -> 300: out-of-fold top-1 on the training photos 97.55 -> 97.55 %, val 96.08 ->
-            # 97.39 %; Lite0 224 -> 256 and MobileNetV2 224 -> 256 gained too (benchmarks/RESULTS.md).
+            # 97.39 % (benchmarks/RESULTS.md). Measured once by hand: Lite0 and MobileNetV2 at 256
+            # instead of 224 gained 0.4 and 1.6 points out of fold; the compact domains keep 224.
             "general", "classification", "efficientnet-lite2", 300,
             "EfficientNet-Lite2 (ImageNet-1k weights, trained at 260 px) run at 300 px, with a "
             "test-time mirror view: more accurate, about 6x the compute of general-compact; still "
