@@ -88,10 +88,15 @@ def extract_features(model: ClassifierNet, arrays: Sequence[np.ndarray], batch: 
     return torch.cat(out) if out else torch.zeros((0, model.backbone.pooled_channels))
 
 
-def _head_loss(logits: torch.Tensor, targets: torch.Tensor, multilabel: bool) -> torch.Tensor:
+def candidate_losses(logits: torch.Tensor, targets: torch.Tensor, multilabel: bool) -> torch.Tensor:
+    """Per-image log-loss of a candidate's probabilities (multilabel: mean over the tags)."""
     if multilabel:
-        return F.binary_cross_entropy_with_logits(logits, targets)
-    return F.cross_entropy(logits, targets.argmax(dim=1))
+        return F.binary_cross_entropy_with_logits(logits, targets, reduction="none").mean(dim=1)
+    return F.cross_entropy(logits, targets.argmax(dim=1), reduction="none")
+
+
+def _head_loss(logits: torch.Tensor, targets: torch.Tensor, multilabel: bool) -> torch.Tensor:
+    return candidate_losses(logits, targets, multilabel).mean()
 
 
 def fit_head(features: torch.Tensor, targets: torch.Tensor, multilabel: bool, l2: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -264,13 +269,6 @@ CANDIDATE_CRITERION = ("inner-validation log-loss of the probabilities as shippe
                        "the fitted head by 2 standard errors of the paired per-image differences")
 
 
-def candidate_losses(logits: torch.Tensor, targets: torch.Tensor, multilabel: bool) -> torch.Tensor:
-    """Per-image log-loss of a candidate's probabilities (multilabel: mean over the tags)."""
-    if multilabel:
-        return F.binary_cross_entropy_with_logits(logits, targets, reduction="none").mean(dim=1)
-    return F.cross_entropy(logits, targets.argmax(dim=1), reduction="none")
-
-
 def clearly_better(losses: torch.Tensor, baseline: torch.Tensor, standard_errors: float = 2.0) -> bool:
     """Whether ``losses`` beat ``baseline`` (same images) by more than the noise of their difference."""
     gain = (baseline - losses).double()
@@ -367,7 +365,7 @@ def fine_tune(model: ClassifierNet, cache: ImageCache, targets: np.ndarray, cont
         vloss, wins = float(per_image.mean()), clearly_better(per_image, head_losses)
         history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_accuracy": acc, "val_loss": vloss,
                         "clear_win": wins, "seconds": round(time.monotonic() - epoch_start, 2)})
-        if wins and (chosen == 0 or vloss < best_loss):
+        if wins and vloss < best_loss:  # a clear win is below the head's loss, so the first one passes
             best_loss, chosen = vloss, epoch
             best_state = copy.deepcopy(model.state_dict())
     model.load_state_dict(best_state)
