@@ -524,7 +524,8 @@ def train_detector(
     defined by a step count instead of the clock: tests and A/B runs), ``threads`` (fixed thread
     count instead of tuning), ``fuse`` (False disables folding BN into the frozen convolutions),
     ``freeze_stride`` (backbone stages up to this output stride get no gradients; default 8),
-    ``loss`` (keyword arguments for :func:`~falconet.training.detector.detection_loss`).
+    ``loss`` (keyword arguments for :func:`~falconet.training.detector.detection_loss`),
+    ``box_bins`` (distance bins of the box head; 0 for the older exponential head).
     """
     threads_before = torch.get_num_threads()
     try:
@@ -582,7 +583,7 @@ def _train(
     decode_s = time.monotonic() - start
 
     # ---- model
-    model = build_detector(backbone, len(labels), input_size, pretrained=pretrained)
+    model = build_detector(backbone, len(labels), input_size, pretrained=pretrained, box_bins=recipe.get("box_bins"))
     frozen = model.frozen_prefix(int(recipe.get("freeze_stride", 8)))
     frozen_ids = {id(p) for stage in frozen for p in stage.parameters()}
     for p in model.parameters():
@@ -679,7 +680,7 @@ def _train(
                 rng.shuffle(order)
             batch.append(augmenter.sample(order.pop(), mosaic=rng.random() < mosaic_p))
         images, gt_boxes, gt_labels = _collate(batch, input_size)
-        outputs = model.forward_raw(images)
+        outputs = model.forward_raw(images, with_bins=bool(model.box_bins))
         loss, parts = detection_loss(model, outputs, gt_boxes, gt_labels, **recipe.get("loss", {}))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

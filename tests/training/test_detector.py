@@ -95,7 +95,10 @@ def test_training_lowers_the_loss(trained):
 
 def test_predict_gives_sorted_normalised_detections(trained):
     model, _, samples = trained
-    results = predict_detector(model, [s.path for s in samples[:3]], score_threshold=0.0, max_detections=5)
+    # NMS off (IoU 1): after 20 steps from random weights most boxes still cover most of the
+    # 64 px image, so NMS would leave one per class; NMS itself is tested in tests/core
+    results = predict_detector(model, [s.path for s in samples[:3]], score_threshold=0.0, iou=1.0,
+                               max_detections=5)
     assert len(results) == 3
     for dets in results:
         assert len(dets) == 5
