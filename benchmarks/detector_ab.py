@@ -1,0 +1,196 @@
+"""Detector recipe A/B runs at a fixed step count: the evidence behind the detector's defaults.
+
+The benchmark runs (run.py) train against the wall clock, so a variant that costs time is judged
+with the time it costs; that is the final word, but one 10-minute run per seed on two CPU cores
+makes comparing a dozen variants over several seeds impossible. Here every variant trains for
+the step count a CPU run reaches in its budget (raccoon advanced: ~280 steps of 16 in 540 s), on
+the same inner split the pipeline uses (15 % of the training side chooses the checkpoint), and is
+scored on the held-out split with the runtime's post-processing. Variants are recipe overrides
+(see ``train_detector``), the centre-sampling radius or the input size.
+
+    python benchmarks/detector_ab.py SPECS.json [--procs 9] [--deadline 300] [--device cuda]
+
+SPECS.json is a list of {"name", "data" (a run.py split: raccoon, fruit, fork-scissors),
+"steps", "seed", "overrides", "radius", "input_size"}. Runs go in parallel, one process each,
+one thread each. With ``--device cuda`` the trainer's two host-side helpers (batch collation and
+prediction) are wrapped to move tensors to the GPU and back, and the default device is set so
+the model and the target assignment live there; nothing else changes. Rows are appended to
+benchmarks/results/detector_ab/rows.jsonl, and table.md (mean per variant over seeds) rewritten.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import sys
+import tempfile
+import time
+import traceback
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "results" / "detector_ab"
+ROWS = OUT / "rows.jsonl"
+TABLE = OUT / "table.md"
+
+
+def _use_device(device: str) -> None:
+    import numpy as np
+    import torch
+
+    from falconet.training import detection_trainer as trainer
+
+    torch.set_default_device(device)
+    collate = trainer._collate
+
+    def collate_on_device(batch, size):  # noqa: ANN001, ANN202
+        return tuple(t.to(device) for t in collate(batch, size))
+
+    @torch.no_grad()
+    def predict_on_device(model, images, score_threshold=0.01, iou=0.45, max_detections=100,  # noqa: ANN001, ANN202
+                          batch_size=16, vote_iou=trainer.BOX_VOTE_IOU):
+        was_training = model.training
+        model.eval()
+        out = []
+        for start in range(0, len(images), batch_size):
+            chunk = [trainer._as_input(im, model.input_size) for im in images[start:start + batch_size]]
+            boxes, scores = model(torch.from_numpy(np.stack(chunk)).to(device))
+            boxes, scores = boxes.cpu().numpy(), scores.cpu().numpy()
+            out += [trainer.decode_detections(boxes[i], scores[i], score_threshold, iou, max_detections,
+                                              vote_iou=vote_iou) for i in range(len(chunk))]
+        model.train(was_training)
+        return out
+
+    trainer._collate = collate_on_device
+    trainer.predict_detector = predict_on_device
+
+
+def run_one(spec: dict[str, Any], device: str) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(1)
+    if device != "cpu":
+        _use_device(device)
+    import run as bench
+    from falconet.core.preprocess import InputContract, preprocess
+    from falconet.data.splits import stratified_split
+    from falconet.training import detection_trainer as trainer
+    from falconet.training import detector
+    from falconet.training.metrics.detection import evaluate_detections
+    from falconet.training.pipeline import read_dataset
+
+    if "radius" in spec:
+        detector._CENTRE_RADIUS = float(spec["radius"])
+    train_dir, test_dir = bench._prepare_split(spec["data"], Path(tempfile.mkdtemp()))
+    dataset = read_dataset(train_dir)
+    samples = list(dataset.samples)
+    inner, inner_val = stratified_split(samples, 0.15, 1)  # as pipeline._train_model
+    overrides = {"steps": int(spec["steps"]), "threads": 1, "fuse": device == "cpu", **spec.get("overrides", {})}
+    started = time.time()
+    model, history = trainer.train_detector(
+        [samples[i] for i in inner], dataset.labels, budget_s=1e9, mode=spec.get("mode", "advanced"),
+        val=[samples[i] for i in inner_val], seed=int(spec.get("seed", 0)), overrides=overrides,
+        input_size=int(spec.get("input_size", 320)))
+    seconds = time.time() - started
+    test = list(read_dataset(test_dir, for_training=False).samples)
+    truth = [[b for b in s.boxes if b.label in dataset.labels] for s in test]
+    contract = InputContract(model.input_size, model.input_size, resize="stretch")
+    detections = trainer.predict_detector(model, [preprocess(s.path, contract) for s in test])
+    named = [[(dataset.labels[c], sc, *box) for (c, sc, *box) in d] for d in detections]
+    metrics = evaluate_detections(truth, named, dataset.labels)
+    return {"name": spec["name"], "spec": spec, "map50": round(float(metrics["map50"]), 4),
+            "map50_95": round(float(metrics["map50_95"]), 4), "best_checkpoint": history["best_checkpoint"],
+            "checkpoints": history["checkpoints"], "steps": history["steps"], "seconds": round(seconds, 1)}
+
+
+def _worker(args: tuple[dict[str, Any], str]) -> dict[str, Any]:
+    spec, device = args
+    try:
+        return run_one(spec, device)
+    except Exception:  # one broken variant must not stop the others
+        return {"name": spec["name"], "spec": spec, "error": traceback.format_exc()[-2000:]}
+
+
+def _machine(device: str) -> str:
+    import torch
+
+    where = torch.cuda.get_device_name(0) if device.startswith("cuda") else platform.processor() or platform.machine()
+    return f"{where}, {os.cpu_count()} CPU cores, torch {torch.__version__}, Python {platform.python_version()}"
+
+
+def variant(name: str) -> str:
+    """A run's name without its seed suffix (``-s0``)."""
+    head, _, tail = name.rpartition("-s")
+    return head if tail.isdigit() else name
+
+
+def write_table(rows: list[dict[str, Any]]) -> None:
+    """Mean test mAP per (variant, steps) over its seeds, with the seeds listed."""
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        if "error" not in row:
+            groups[(variant(row["name"]), row["spec"]["steps"])].append(row)
+    lines = ["## Detector recipe A/B at a fixed step count", "",
+             "Written by `benchmarks/detector_ab.py` (specs in `results/detector_ab/round*.json`, rows in",
+             "`rows.jsonl`). Each variant trains for the step count a CPU run reaches in its budget (raccoon and",
+             "fruit advanced: ~280 steps of 16 in 540 s), picks its checkpoint on the pipeline's inner split and is",
+             "scored on the held-out split. Names: r- raccoon, f- fruit; base = the exponential box head with GIoU",
+             "weight 2 (the recipe before the bins); dfl = 16 distance bins per side with the distribution focal",
+             "loss; bwN = GIoU weight N; radN = centre-sampling radius N strides; nomos = no mosaic; cw = GIoU",
+             "weighted by centreness; fs4 = backbone frozen to stride 4 only; dw5 = DFL weight 0.5 (x4 sides);",
+             "long = 3x (raccoon) or 2.3x (fruit) the steps; 384/416 = input size (steps cut by the extra cost).",
+             "`dfl-bw4` is the default since 2026-11-27. On the GPU, fruit's images were downscaled to at most",
+             "640 px (boxes with them) to fit the device's transfer limit.", "",
+             "| variant | data | steps | seeds | mAP@0.5 (mean) | mAP@0.5:0.95 (mean) | mAP@0.5:0.95 per seed | machine |",
+             "|---|---|---|---|---|---|---|---|"]
+    for (name, steps), group in sorted(groups.items(), key=lambda kv: (kv[1][0]["spec"]["data"], kv[0])):
+        group.sort(key=lambda r: r["spec"].get("seed", 0))
+        m50 = sum(r["map50"] for r in group) / len(group)
+        m = sum(r["map50_95"] for r in group) / len(group)
+        per_seed = ", ".join(f"s{r['spec'].get('seed', 0)} {r['map50_95']:.3f}" for r in group)
+        lines.append(f"| {name} | {group[0]['spec']['data']} | {steps} | {len(group)} | {m50:.3f} | {m:.3f} | "
+                     f"{per_seed} | {group[0].get('machine', '')} |")
+    TABLE.write_text("\n".join(lines) + "\n")
+
+
+def table_lines() -> list[str]:
+    """This section, for benchmarks/run.py to put in RESULTS.md."""
+    return ["", *TABLE.read_text().rstrip("\n").splitlines()] if TABLE.exists() else []
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("specs", type=Path)
+    parser.add_argument("--procs", type=int, default=2)
+    parser.add_argument("--deadline", type=float, default=3600.0, help="seconds; runs not finished by then are dropped")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--rows", type=Path, default=ROWS, help="where to append the rows")
+    args = parser.parse_args()
+    sys.path[:0] = [str(HERE.parent), str(HERE)]
+    specs = json.loads(args.specs.read_text())
+    deadline = time.time() + args.deadline
+    machine = _machine(args.device)
+    args.rows.parent.mkdir(parents=True, exist_ok=True)
+    with mp.get_context("spawn").Pool(args.procs, maxtasksperchild=1) as pool, open(args.rows, "a") as out:
+        pending = [pool.apply_async(_worker, ((s, args.device),)) for s in specs]
+        for job in pending:
+            try:
+                row = job.get(timeout=max(1.0, deadline - time.time()))
+            except mp.TimeoutError:
+                print("deadline reached; the remaining runs are dropped", flush=True)
+                break
+            row.update(machine=machine, date=time.strftime("%Y-%m-%dT%H:%M"))
+            out.write(json.dumps(row) + "\n")
+            out.flush()
+            print(row["name"], row.get("map50"), row.get("map50_95"), row.get("error", ""), flush=True)
+        pool.terminate()
+    if args.rows == ROWS:
+        write_table([json.loads(line) for line in ROWS.read_text().splitlines() if line.strip()])
+
+
+if __name__ == "__main__":
+    main()
