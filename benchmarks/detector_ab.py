@@ -143,8 +143,10 @@ def write_table(rows: list[dict[str, Any]]) -> None:
              "loss; bwN = GIoU weight N; radN = centre-sampling radius N strides; nomos = no mosaic; cw = GIoU",
              "weighted by centreness; fs4 = backbone frozen to stride 4 only; dw5 = DFL weight 0.5 (x4 sides);",
              "long = 3x (raccoon) or 2.3x (fruit) the steps; 384/416 = input size (steps cut by the extra cost).",
-             "`dfl-bw4` is the default since 2026-11-27. On the GPU, fruit's images were downscaled to at most",
-             "640 px (boxes with them) to fit the device's transfer limit.", "",
+             "cpu/cpu138 = the same run on the 2-core CPU (138 = a 138-step schedule). Fruit's images were",
+             "downscaled to at most 640 px (boxes with them) for these runs, to fit the GPU's transfer limit.",
+             "On the GPU dfl-bw4 won; on the CPU the bins learned fruit far more slowly (cpu138: 0.62-0.64 mAP@0.5",
+             "against 0.83 for base, same seed), so the default head is still base; the cause is not yet found.", "",
              "| variant | data | steps | seeds | mAP@0.5 (mean) | mAP@0.5:0.95 (mean) | mAP@0.5:0.95 per seed | machine |",
              "|---|---|---|---|---|---|---|---|"]
     for (name, steps), group in sorted(groups.items(), key=lambda kv: (kv[1][0]["spec"]["data"], kv[0])):

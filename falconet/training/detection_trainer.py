@@ -525,7 +525,8 @@ def train_detector(
     count instead of tuning), ``fuse`` (False disables folding BN into the frozen convolutions),
     ``freeze_stride`` (backbone stages up to this output stride get no gradients; default 8),
     ``loss`` (keyword arguments for :func:`~falconet.training.detector.detection_loss`),
-    ``box_bins`` (distance bins of the box head; 0 for the older exponential head).
+    ``box_bins`` (> 0: the distance-distribution box head, see
+    :data:`~falconet.training.detector.BOX_BINS`; pair it with ``loss={"box_weight": 4.0}``).
     """
     threads_before = torch.get_num_threads()
     try:
@@ -583,7 +584,7 @@ def _train(
     decode_s = time.monotonic() - start
 
     # ---- model
-    model = build_detector(backbone, len(labels), input_size, pretrained=pretrained, box_bins=recipe.get("box_bins"))
+    model = build_detector(backbone, len(labels), input_size, pretrained=pretrained, box_bins=int(recipe.get("box_bins", 0)))
     frozen = model.frozen_prefix(int(recipe.get("freeze_stride", 8)))
     frozen_ids = {id(p) for stage in frozen for p in stage.parameters()}
     for p in model.parameters():

@@ -95,10 +95,7 @@ def test_training_lowers_the_loss(trained):
 
 def test_predict_gives_sorted_normalised_detections(trained):
     model, _, samples = trained
-    # NMS off (IoU 1): after 20 steps from random weights most boxes still cover most of the
-    # 64 px image, so NMS would leave one per class; NMS itself is tested in tests/core
-    results = predict_detector(model, [s.path for s in samples[:3]], score_threshold=0.0, iou=1.0,
-                               max_detections=5)
+    results = predict_detector(model, [s.path for s in samples[:3]], score_threshold=0.0, max_detections=5)
     assert len(results) == 3
     for dets in results:
         assert len(dets) == 5
@@ -142,3 +139,31 @@ def test_postprocess_is_class_aware_and_thresholded():
     assert dets[0][2:] == pytest.approx((0.1, 0.1, 0.5, 0.5))
     assert len(postprocess(boxes, scores, max_detections=2)) == 2
     assert postprocess(boxes, np.zeros_like(scores)) == []
+
+
+def test_distance_bin_head_option(tmp_path):
+    """The optional distribution head: the distance is the mean of its bins, the distribution
+    focal loss trains it, its config rebuilds it, and it cannot be built too short to reach."""
+    from falconet.training.detector import detection_loss
+
+    torch.manual_seed(0)
+    model = build_detector("efficientnet-lite0", 2, SIZE, pretrained=False, box_bins=4)
+    assert model.config()["box_bins"] == 4 and "box_bins" not in build_detector(
+        "efficientnet-lite0", 2, SIZE, pretrained=False).config()
+    x = torch.rand(2, 3, SIZE, SIZE) * 255
+    cls, ltrb, quality, bins = model.forward_raw(x, with_bins=True)
+    assert bins.shape == (2, model.num_anchors, 4, 5)
+    strides = model.anchor_strides.view(1, -1, 1)
+    expected = (torch.softmax(bins, -1) * torch.arange(5.0)).sum(-1) * strides
+    assert torch.allclose(ltrb, expected, atol=1e-4)
+    gt = torch.tensor([[[8.0, 8.0, 40.0, 48.0]], [[20.0, 4.0, 60.0, 30.0]]])
+    loss, parts = detection_loss(model, (cls, ltrb, quality, bins), gt, torch.tensor([[0], [1]]))
+    loss.backward()
+    assert parts["dfl"] > 0 and model.reg_out.weight.grad.abs().sum() > 0
+    clone = Detector.from_config(model.config())
+    clone.load_state_dict(model.state_dict())
+    model.eval(), clone.eval()
+    with torch.no_grad():
+        assert torch.equal(model(x)[0], clone(x)[0])
+    with pytest.raises(ValueError, match="cannot reach"):
+        build_detector("efficientnet-lite0", 2, 320, pretrained=False, box_bins=4)
