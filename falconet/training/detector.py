@@ -20,8 +20,9 @@ Design (FCOS family, sized for 15-300 training images and a CPU):
   No NMS in the graph: the runtime (and :func:`falconet.training.detection_trainer.predict_detector`)
   applies class-aware NMS to these outputs.
 
-Everything is Conv2d / BatchNorm2d / ReLU / nearest Resize / Reshape / Transpose / Concat /
-Softmax / MatMul (with a constant) / Sigmoid / Sqrt / Clip, so it exports to ONNX opset 17-20 and converts to TFLite, OpenVINO and Core ML.
+Everything is Conv2d / BatchNorm2d / ReLU / nearest Resize / Reshape / Transpose / Concat / Exp /
+Sigmoid / Sqrt / Clip (the bin head: Softmax and a MatMul with a constant instead of Exp), so it
+exports to ONNX opset 17-20 and converts to TFLite, OpenVINO and Core ML.
 """
 from __future__ import annotations
 
