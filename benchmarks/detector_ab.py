@@ -12,9 +12,9 @@ scored on the held-out split with the runtime's post-processing. Variants are re
 
 SPECS.json is a list of {"name", "data" (a run.py split: raccoon, fruit, fork-scissors),
 "steps", "seed", "overrides", "radius", "input_size"}. Runs go in parallel, one process each,
-one thread each. With ``--device cuda`` the trainer's two host-side helpers (batch collation and
-prediction) are wrapped to move tensors to the GPU and back, and the default device is set so
-the model and the target assignment live there; nothing else changes. Rows are appended to
+one thread each. With ``--device cuda`` the default device is set so the model and the target
+assignment live there, and batch collation is wrapped to move each batch to the GPU (prediction
+follows the model's device by itself); nothing else changes. Rows are appended to
 benchmarks/results/detector_ab/rows.jsonl, and table.md (mean per variant over seeds) rewritten.
 """
 from __future__ import annotations
@@ -39,7 +39,6 @@ TABLE = OUT / "table.md"
 
 
 def _use_device(device: str) -> None:
-    import numpy as np
     import torch
 
     from falconet.training import detection_trainer as trainer
@@ -50,23 +49,7 @@ def _use_device(device: str) -> None:
     def collate_on_device(batch, size):  # noqa: ANN001, ANN202
         return tuple(t.to(device) for t in collate(batch, size))
 
-    @torch.no_grad()
-    def predict_on_device(model, images, score_threshold=0.01, iou=0.45, max_detections=100,  # noqa: ANN001, ANN202
-                          batch_size=16, vote_iou=trainer.BOX_VOTE_IOU):
-        was_training = model.training
-        model.eval()
-        out = []
-        for start in range(0, len(images), batch_size):
-            chunk = [trainer._as_input(im, model.input_size) for im in images[start:start + batch_size]]
-            boxes, scores = model(torch.from_numpy(np.stack(chunk)).to(device))
-            boxes, scores = boxes.cpu().numpy(), scores.cpu().numpy()
-            out += [trainer.decode_detections(boxes[i], scores[i], score_threshold, iou, max_detections,
-                                              vote_iou=vote_iou) for i in range(len(chunk))]
-        model.train(was_training)
-        return out
-
     trainer._collate = collate_on_device
-    trainer.predict_detector = predict_on_device
 
 
 def run_one(spec: dict[str, Any], device: str) -> dict[str, Any]:

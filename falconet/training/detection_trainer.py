@@ -257,9 +257,9 @@ def predict_detector(model: Detector, images: Sequence[Any], score_threshold: fl
     try:
         for start in range(0, len(images), batch_size):
             chunk = [_as_input(im, model.input_size) for im in images[start:start + batch_size]]
-            x = torch.from_numpy(np.stack(chunk)).contiguous(memory_format=torch.channels_last)
+            x = torch.from_numpy(np.stack(chunk)).to(model.mean.device).contiguous(memory_format=torch.channels_last)
             boxes, scores = model(x)
-            boxes_np, scores_np = boxes.numpy(), scores.numpy()
+            boxes_np, scores_np = boxes.cpu().numpy(), scores.cpu().numpy()
             for i in range(len(chunk)):
                 out.append(decode_detections(boxes_np[i], scores_np[i], score_threshold, iou, max_detections,
                                              vote_iou=vote_iou))

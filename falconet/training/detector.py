@@ -102,10 +102,11 @@ class Detector(nn.Module):
         self.reg_block = _SepConv(width, width, levels)
         self.cls_out = nn.Conv2d(width, num_classes, 1)
         self.reg_out = nn.Conv2d(width, 4 * (self.box_bins + 1) if self.box_bins else 4, 1)
-        self.register_buffer("bin_values", torch.arange(self.box_bins + 1, dtype=torch.float32).view(-1, 1),
-                             persistent=False)
         self.quality_out = nn.Conv2d(width, 1, 1)
-        if not self.box_bins:  # the exponential head's per-level scale
+        if self.box_bins:  # the distance (in strides) each bin stands for
+            self.register_buffer("bin_values", torch.arange(self.box_bins + 1, dtype=torch.float32).view(-1, 1),
+                                 persistent=False)
+        else:  # the exponential head's per-level scale
             self.scales = nn.Parameter(torch.ones(levels))
         self._init_head()
 
@@ -350,6 +351,7 @@ def detection_loss(
     """
     cls, ltrb, quality = outputs[:3]
     bins = outputs[3] if len(outputs) > 3 else None
+    loss_dfl = ltrb.sum() * 0.0
     match, fg = assign_targets(model, gt_boxes, gt_labels)
     num_pos = max(1.0, float(fg.sum()))
     target = torch.zeros_like(cls)
@@ -373,7 +375,6 @@ def detection_loss(
             loss_box = ((1 - giou) * centreness).sum() / centreness.sum().clamp(min=1e-6)
         else:
             loss_box = (1 - giou).mean()
-        loss_dfl = ltrb.sum() * 0.0
         if bins is not None:
             # true distances in strides, between bin `below` and the next one
             target_d = torch.stack([l, t, r, b], -1) / model.anchor_strides[ai]
@@ -390,7 +391,6 @@ def detection_loss(
     else:
         loss_box = ltrb.sum() * 0.0
         loss_q = quality.sum() * 0.0
-        loss_dfl = ltrb.sum() * 0.0
         mean_iou = 0.0
     total = loss_cls + box_weight * loss_box + loss_q + dfl_weight * loss_dfl
     return total, {"cls": float(loss_cls.detach()), "box": float(loss_box.detach()), "quality": float(loss_q.detach()),

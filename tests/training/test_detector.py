@@ -141,7 +141,7 @@ def test_postprocess_is_class_aware_and_thresholded():
     assert postprocess(boxes, np.zeros_like(scores)) == []
 
 
-def test_distance_bin_head_option(tmp_path):
+def test_distance_bin_head_option():
     """The optional distribution head: the distance is the mean of its bins, the distribution
     focal loss trains it, its config rebuilds it, and it cannot be built too short to reach."""
     from falconet.training.detector import detection_loss
@@ -162,7 +162,8 @@ def test_distance_bin_head_option(tmp_path):
     assert parts["dfl"] > 0 and model.reg_out.weight.grad.abs().sum() > 0
     clone = Detector.from_config(model.config())
     clone.load_state_dict(model.state_dict())
-    model.eval(), clone.eval()
+    model.eval()
+    clone.eval()
     with torch.no_grad():
         assert torch.equal(model(x)[0], clone(x)[0])
     with pytest.raises(ValueError, match="cannot reach"):
