@@ -71,6 +71,7 @@ class Detector(nn.Module):
         pretrained: bool = True,
         width: int = 96,
         box_bins: int = 0,
+        joint_score: bool = False,
     ) -> None:
         super().__init__()
         if backbone_name not in BACKBONES:
@@ -87,6 +88,7 @@ class Detector(nn.Module):
         self.input_size = int(input_size)
         self.width = int(width)
         self.box_bins = int(box_bins)
+        self.joint_score = bool(joint_score)
         spec = BACKBONES[backbone_name]
         self.register_buffer("mean", torch.tensor(spec.mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("inv_std", 1.0 / torch.tensor(spec.std, dtype=torch.float32).view(1, 3, 1, 1))
@@ -149,6 +151,7 @@ class Detector(nn.Module):
             "input_size": self.input_size,
             "width": self.width,
             **({"box_bins": self.box_bins} if self.box_bins else {}),
+            **({"score": "joint"} if self.joint_score else {}),
             "strides": list(STRIDES),
             "outputs": {
                 "boxes": "(batch, N, 4) normalised x1, y1, x2, y2 in [0, 1]",
@@ -160,7 +163,8 @@ class Detector(nn.Module):
     @classmethod
     def from_config(cls, cfg: dict[str, Any], pretrained: bool = False) -> "Detector":
         return cls(cfg["backbone"], int(cfg["num_classes"]), int(cfg["input_size"]),
-                   pretrained=pretrained, width=int(cfg.get("width", 96)), box_bins=int(cfg.get("box_bins", 0)))
+                   pretrained=pretrained, width=int(cfg.get("width", 96)), box_bins=int(cfg.get("box_bins", 0)),
+                   joint_score=cfg.get("score") == "joint")
 
     # ------------------------------------------------------------------ forward
 
@@ -207,6 +211,8 @@ class Detector(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         cls, ltrb, quality = self.forward_raw(x)
         boxes = torch.clamp(self.decode(ltrb) * (1.0 / self.input_size), 0.0, 1.0)
+        if self.joint_score:
+            return boxes, torch.sigmoid(cls)
         scores = torch.sqrt(torch.sigmoid(cls) * torch.sigmoid(quality))
         return boxes, scores
 
@@ -244,13 +250,14 @@ class Detector(nn.Module):
 
 
 def build_detector(backbone: str, num_classes: int, input_size: int, pretrained: bool = True,
-                   box_bins: int = 0) -> Detector:
+                   box_bins: int = 0, joint_score: bool = False) -> Detector:
     """A detector for ``num_classes`` classes at a square ``input_size`` (multiple of 32).
 
     ``box_bins`` > 0 builds the distance-distribution head (see :data:`BOX_BINS`); it must reach
     across the input on the coarsest level (``box_bins * 32 >= input_size``).
     """
-    return Detector(backbone, num_classes, input_size, pretrained=pretrained, box_bins=box_bins)
+    return Detector(backbone, num_classes, input_size, pretrained=pretrained, box_bins=box_bins,
+                    joint_score=joint_score)
 
 
 # ---------------------------------------------------------------------- losses
@@ -335,7 +342,7 @@ def detection_loss(
     gt_boxes: torch.Tensor,
     gt_labels: torch.Tensor,
     box_weight: float = 2.0,
-    quality: str = "iou",
+    quality_target: str = "iou",
     centre_weighted: bool = False,
     dfl_weight: float = 1.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
@@ -349,24 +356,33 @@ def detection_loss(
     0.571 (seeds 0-2); with bins, 3, 5 and 6 did worse than 4; without bins (the default head) 4
     did worse than 2 (0.516 vs 0.555, one seed), so 2 is the default.
     """
-    cls, ltrb, quality = outputs[:3]
+    cls, ltrb, q_logit = outputs[:3]
     bins = outputs[3] if len(outputs) > 3 else None
     loss_dfl = ltrb.sum() * 0.0
+    loss_box = ltrb.sum() * 0.0
+    loss_q = q_logit.sum() * 0.0
+    mean_iou = 0.0
     match, fg = assign_targets(model, gt_boxes, gt_labels)
     num_pos = max(1.0, float(fg.sum()))
     target = torch.zeros_like(cls)
     if fg.any():
         bi, ai = fg.nonzero(as_tuple=True)
-        target[bi, ai, gt_labels[bi, match[bi, ai]]] = 1.0
-    p = torch.sigmoid(cls)
-    ce = F.binary_cross_entropy_with_logits(cls, target, reduction="none")
-    p_t = p * target + (1 - p) * (1 - target)
-    alpha_t = 0.25 * target + 0.75 * (1 - target)
-    loss_cls = (alpha_t * ce * (1 - p_t) ** 2).sum() / num_pos
-    if fg.any():
+        pos_cls = gt_labels[bi, match[bi, ai]]
         pred = model.decode(ltrb)[bi, ai]
         gt = gt_boxes[bi, match[bi, ai]]
         iou, giou = box_iou_pairs(pred, gt)
+        # joint score: the class target of a positive is its box's IoU, so one output ranks by
+        # both (quality focal loss); otherwise 1, with a separate quality branch
+        target[bi, ai, pos_cls] = iou.detach().clamp(0, 1) if model.joint_score else 1.0
+    p = torch.sigmoid(cls)
+    ce = F.binary_cross_entropy_with_logits(cls, target, reduction="none")
+    if model.joint_score:
+        loss_cls = (ce * (p - target).abs() ** 2).sum() / num_pos
+    else:
+        p_t = p * target + (1 - p) * (1 - target)
+        alpha_t = 0.25 * target + 0.75 * (1 - target)
+        loss_cls = (alpha_t * ce * (1 - p_t) ** 2).sum() / num_pos
+    if fg.any():
         cx, cy = model.centres[ai, 0], model.centres[ai, 1]
         l, t, r, b = cx - gt[:, 0], cy - gt[:, 1], gt[:, 2] - cx, gt[:, 3] - cy
         centreness = torch.sqrt((torch.minimum(l, r) / torch.maximum(l, r).clamp(min=1e-6)).clamp(0, 1)
@@ -385,13 +401,10 @@ def detection_loss(
             nll = -(log_p.gather(-1, below.unsqueeze(-1)).squeeze(-1) * (1 - w_above)
                     + log_p.gather(-1, (below + 1).unsqueeze(-1)).squeeze(-1) * w_above)
             loss_dfl = nll.sum(-1).mean()
-        q_target = iou.detach().clamp(0, 1) if quality == "iou" else centreness
-        loss_q = F.binary_cross_entropy_with_logits(quality[bi, ai, 0], q_target)
+        if not model.joint_score:
+            q_target = iou.detach().clamp(0, 1) if quality_target == "iou" else centreness
+            loss_q = F.binary_cross_entropy_with_logits(q_logit[bi, ai, 0], q_target)
         mean_iou = float(iou.detach().mean())
-    else:
-        loss_box = ltrb.sum() * 0.0
-        loss_q = quality.sum() * 0.0
-        mean_iou = 0.0
     total = loss_cls + box_weight * loss_box + loss_q + dfl_weight * loss_dfl
     return total, {"cls": float(loss_cls.detach()), "box": float(loss_box.detach()), "quality": float(loss_q.detach()),
                    "dfl": float(loss_dfl.detach()), "iou": mean_iou, "positives": num_pos}
