@@ -129,7 +129,10 @@ def write_table(rows: list[dict[str, Any]]) -> None:
              "cpu/cpu138 = the same run on the 2-core CPU (138 = a 138-step schedule). Fruit's images were",
              "downscaled to at most 640 px (boxes with them) for these runs, to fit the GPU's transfer limit.",
              "On the GPU dfl-bw4 won; on the CPU the bins learned fruit far more slowly (cpu138: 0.62-0.64 mAP@0.5",
-             "against 0.83 for base, same seed), so the default head is still base; the cause is not yet found.", "",
+             "against 0.83 for base, same seed), so the default head is still base; the cause is not yet found.",
+             "centre-q / iou-q = the quality branch learns centreness / the predicted box's IoU; joint = one",
+             "class score trained towards the IoU (quality focal loss; commit 2648f50, not kept). Until these",
+             "rows the loss's quality option was shadowed: every earlier row learned centreness.", "",
              "| variant | data | steps | seeds | mAP@0.5 (mean) | mAP@0.5:0.95 (mean) | mAP@0.5:0.95 per seed | machine |",
              "|---|---|---|---|---|---|---|---|"]
     for (name, steps), group in sorted(groups.items(), key=lambda kv: (kv[1][0]["spec"]["data"], kv[0])):

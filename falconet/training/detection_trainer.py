@@ -584,8 +584,7 @@ def _train(
     decode_s = time.monotonic() - start
 
     # ---- model
-    model = build_detector(backbone, len(labels), input_size, pretrained=pretrained, box_bins=int(recipe.get("box_bins", 0)),
-                           joint_score=bool(recipe.get("joint_score", False)))
+    model = build_detector(backbone, len(labels), input_size, pretrained=pretrained, box_bins=int(recipe.get("box_bins", 0)))
     frozen = model.frozen_prefix(int(recipe.get("freeze_stride", 8)))
     frozen_ids = {id(p) for stage in frozen for p in stage.parameters()}
     for p in model.parameters():

@@ -170,9 +170,10 @@ def test_distance_bin_head_option():
         build_detector("efficientnet-lite0", 2, 320, pretrained=False, box_bins=4)
 
 
-def test_quality_branch_learns_the_iou_it_is_documented_to_learn():
-    """The quality logit's target is the IoU of each positive's box with its ground truth (the
-    loss once shadowed its ``quality`` option with the quality tensor and always used centreness)."""
+def test_quality_target_option():
+    """``quality_target="iou"`` trains the quality logit towards each positive's box IoU and the
+    default towards centreness (the loss once shadowed this option with the quality tensor, so
+    the IoU was never used)."""
     import torch.nn.functional as F
 
     from falconet.training.detector import assign_targets, box_iou_pairs, detection_loss
@@ -183,8 +184,8 @@ def test_quality_branch_learns_the_iou_it_is_documented_to_learn():
     outputs = model.forward_raw(x)
     gt = torch.tensor([[[8.0, 8.0, 40.0, 48.0]], [[20.0, 4.0, 60.0, 30.0]]])
     labels = torch.tensor([[0], [1]])
-    _, by_iou = detection_loss(model, outputs, gt, labels)
-    _, by_centre = detection_loss(model, outputs, gt, labels, quality_target="centreness")
+    _, by_iou = detection_loss(model, outputs, gt, labels, quality_target="iou")
+    _, by_centre = detection_loss(model, outputs, gt, labels)
     match, fg = assign_targets(model, gt, labels)
     bi, ai = fg.nonzero(as_tuple=True)
     iou, _ = box_iou_pairs(model.decode(outputs[1])[bi, ai], gt[bi, match[bi, ai]])
@@ -192,32 +193,3 @@ def test_quality_branch_learns_the_iou_it_is_documented_to_learn():
     assert by_iou["quality"] == pytest.approx(float(expected), rel=1e-5)
     assert by_centre["quality"] != pytest.approx(by_iou["quality"], rel=1e-3)
 
-
-def test_joint_score_option():
-    """With ``joint_score`` the class output alone is the score, trained towards each positive's
-    IoU (quality focal loss); the quality branch is left out of score and loss; the config
-    rebuilds it, and a config without the key builds the default head."""
-    from falconet.training.detector import detection_loss
-
-    torch.manual_seed(0)
-    model = build_detector("efficientnet-lite0", 2, SIZE, pretrained=False, joint_score=True)
-    assert model.config()["score"] == "joint"
-    assert "score" not in build_detector("efficientnet-lite0", 2, SIZE, pretrained=False).config()
-    x = torch.rand(2, 3, SIZE, SIZE) * 255
-    model.eval()
-    with torch.no_grad():
-        cls, _, _ = model.forward_raw(x)
-        _, scores = model(x)
-    assert torch.allclose(scores, torch.sigmoid(cls))
-    model.train()
-    gt = torch.tensor([[[8.0, 8.0, 40.0, 48.0]], [[20.0, 4.0, 60.0, 30.0]]])
-    loss, parts = detection_loss(model, model.forward_raw(x), gt, torch.tensor([[0], [1]]))
-    loss.backward()
-    assert parts["quality"] == 0.0 and parts["cls"] > 0
-    assert model.cls_out.weight.grad.abs().sum() > 0
-    clone = Detector.from_config(model.config())
-    clone.load_state_dict(model.state_dict())
-    clone.eval()
-    model.eval()
-    with torch.no_grad():
-        assert torch.equal(model(x)[1], clone(x)[1])
