@@ -358,28 +358,26 @@ def detection_loss(
     so centreness stays the default. A joint class-IoU score (quality focal loss, no quality
     branch; commit 2648f50) gave 0.977/0.541 and 0.878/0.538 and was not kept.
     """
+    if quality_target not in ("centreness", "iou"):
+        raise ValueError(f"quality_target must be 'centreness' or 'iou', got {quality_target!r}")
     cls, ltrb, q_logit = outputs[:3]
     bins = outputs[3] if len(outputs) > 3 else None
     loss_dfl = ltrb.sum() * 0.0
-    loss_box = ltrb.sum() * 0.0
-    loss_q = q_logit.sum() * 0.0
-    mean_iou = 0.0
     match, fg = assign_targets(model, gt_boxes, gt_labels)
     num_pos = max(1.0, float(fg.sum()))
     target = torch.zeros_like(cls)
     if fg.any():
         bi, ai = fg.nonzero(as_tuple=True)
-        pos_cls = gt_labels[bi, match[bi, ai]]
-        pred = model.decode(ltrb)[bi, ai]
-        gt = gt_boxes[bi, match[bi, ai]]
-        iou, giou = box_iou_pairs(pred, gt)
-        target[bi, ai, pos_cls] = 1.0
+        target[bi, ai, gt_labels[bi, match[bi, ai]]] = 1.0
     p = torch.sigmoid(cls)
     ce = F.binary_cross_entropy_with_logits(cls, target, reduction="none")
     p_t = p * target + (1 - p) * (1 - target)
     alpha_t = 0.25 * target + 0.75 * (1 - target)
     loss_cls = (alpha_t * ce * (1 - p_t) ** 2).sum() / num_pos
     if fg.any():
+        pred = model.decode(ltrb)[bi, ai]
+        gt = gt_boxes[bi, match[bi, ai]]
+        iou, giou = box_iou_pairs(pred, gt)
         cx, cy = model.centres[ai, 0], model.centres[ai, 1]
         l, t, r, b = cx - gt[:, 0], cy - gt[:, 1], gt[:, 2] - cx, gt[:, 3] - cy
         centreness = torch.sqrt((torch.minimum(l, r) / torch.maximum(l, r).clamp(min=1e-6)).clamp(0, 1)
@@ -401,6 +399,10 @@ def detection_loss(
         q_target = iou.detach().clamp(0, 1) if quality_target == "iou" else centreness
         loss_q = F.binary_cross_entropy_with_logits(q_logit[bi, ai, 0], q_target)
         mean_iou = float(iou.detach().mean())
+    else:
+        loss_box = ltrb.sum() * 0.0
+        loss_q = q_logit.sum() * 0.0
+        mean_iou = 0.0
     total = loss_cls + box_weight * loss_box + loss_q + dfl_weight * loss_dfl
     return total, {"cls": float(loss_cls.detach()), "box": float(loss_box.detach()), "quality": float(loss_q.detach()),
                    "dfl": float(loss_dfl.detach()), "iou": mean_iou, "positives": num_pos}

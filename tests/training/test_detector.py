@@ -192,4 +192,5 @@ def test_quality_target_option():
     expected = F.binary_cross_entropy_with_logits(outputs[2][bi, ai, 0], iou.detach().clamp(0, 1))
     assert by_iou["quality"] == pytest.approx(float(expected), rel=1e-5)
     assert by_centre["quality"] != pytest.approx(by_iou["quality"], rel=1e-3)
-
+    with pytest.raises(ValueError, match="quality_target"):
+        detection_loss(model, outputs, gt, labels, quality_target="IoU")
