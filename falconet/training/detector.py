@@ -353,10 +353,10 @@ def detection_loss(
 
     The quality target: until 2026-11-27 the option was shadowed by the quality tensor, so every
     run above and every benchmark row learned centreness whatever was asked. On the 2-core CPU,
-    one seed (raccoon 280 steps, fruit 275), IoU against centreness gave test mAP@0.5 0.964 vs
-    0.972 and 0.880 vs 0.872, mAP@0.5:0.95 0.558 vs 0.556 and 0.564 vs 0.549: within seed noise,
-    so centreness stays the default. A joint class-IoU score (quality focal loss, no quality
-    branch; commit 2648f50) gave 0.977/0.541 and 0.878/0.538 and was not kept.
+    seeds 0-1 (raccoon 280 steps, fruit 275), IoU against centreness gave mean test mAP@0.5
+    0.955 vs 0.962 and 0.880 vs 0.866, mAP@0.5:0.95 0.547 vs 0.552 and 0.544 vs 0.537: no
+    consistent gain, so centreness stays the default. A joint class-IoU score (quality focal loss,
+    no quality branch; commit 2648f50; seed 0) gave 0.977/0.541 and 0.878/0.538, not kept.
     """
     if quality_target not in ("centreness", "iou"):
         raise ValueError(f"quality_target must be 'centreness' or 'iou', got {quality_target!r}")
