@@ -354,7 +354,7 @@ def detection_loss(
     The quality target: until 2026-11-27 the option was shadowed by the quality tensor, so every
     run above and every benchmark row learned centreness whatever was asked. On the 2-core CPU,
     seeds 0-1 (raccoon 280 steps, fruit 275), IoU against centreness gave mean test mAP@0.5
-    0.955 vs 0.962 and 0.880 vs 0.866, mAP@0.5:0.95 0.547 vs 0.552 and 0.544 vs 0.537: no
+    0.954 vs 0.962 and 0.879 vs 0.866, mAP@0.5:0.95 0.547 vs 0.552 and 0.543 vs 0.537: no
     consistent gain, so centreness stays the default. A joint class-IoU score (quality focal loss,
     no quality branch; commit 2648f50; seed 0) gave 0.977/0.541 and 0.878/0.538, not kept.
     """
