@@ -511,6 +511,7 @@ def train_detector(
     progress: ProgressFn | None = None,
     pretrained: bool = True,
     overrides: dict[str, Any] | None = None,
+    flip_tta: bool = False,
 ) -> tuple[Detector, dict[str, Any]]:
     """Train a detector within ``budget_s`` seconds of wall-clock time (decoding included).
 
@@ -527,11 +528,15 @@ def train_detector(
     ``loss`` (keyword arguments for :func:`~falconet.training.detector.detection_loss`),
     ``box_bins`` (> 0: the distance-distribution box head, see
     :data:`~falconet.training.detector.BOX_BINS`; pair it with ``loss={"box_weight": 4.0}``).
+
+    ``flip_tta`` gives the model the test-time mirror view (the domain decides): checkpoints are
+    then chosen on what the runtime will compute.
     """
     threads_before = torch.get_num_threads()
     try:
         return _train(train, labels, backbone=backbone, input_size=input_size, budget_s=budget_s, mode=mode,
-                      val=val, seed=seed, progress=progress, pretrained=pretrained, overrides=overrides)
+                      val=val, seed=seed, progress=progress, pretrained=pretrained, overrides=overrides,
+                      flip_tta=flip_tta)
     finally:  # the thread tuner changes a process-wide setting: put it back
         torch.set_num_threads(threads_before)
 
@@ -549,6 +554,7 @@ def _train(
     progress: ProgressFn | None = None,
     pretrained: bool = True,
     overrides: dict[str, Any] | None = None,
+    flip_tta: bool = False,
 ) -> tuple[Detector, dict[str, Any]]:
     if mode not in RECIPES:
         raise ValueError(f"mode must be one of {sorted(RECIPES)}, got {mode!r}")
@@ -584,7 +590,8 @@ def _train(
     decode_s = time.monotonic() - start
 
     # ---- model
-    model = build_detector(backbone, len(labels), input_size, pretrained=pretrained, box_bins=int(recipe.get("box_bins", 0)))
+    model = build_detector(backbone, len(labels), input_size, pretrained=pretrained,
+                           box_bins=int(recipe.get("box_bins", 0)), flip_tta=flip_tta)
     frozen = model.frozen_prefix(int(recipe.get("freeze_stride", 8)))
     frozen_ids = {id(p) for stage in frozen for p in stage.parameters()}
     for p in model.parameters():

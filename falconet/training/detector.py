@@ -20,10 +20,19 @@ Design (FCOS family, sized for 15-300 training images and a CPU):
   x1, y1, x2, y2 clipped to [0, 1]; scores (B, N, C) = sqrt(sigmoid(cls) * sigmoid(quality)).
   No NMS in the graph: the runtime (and :func:`falconet.training.detection_trainer.predict_detector`)
   applies class-aware NMS to these outputs.
+- the optional test-time mirror view (``flip_tta``, the accuracy-first ``general`` domain) is also
+  in the graph: the image and its mirror image run as one batch of two, the mirror's per-location
+  outputs are mapped back onto the same location grid (the grid is symmetric, left and right
+  distances swap), and each location's distances and scores are the mean of the two views. One
+  dense output per location, as without it, so NMS, voting and every runtime stay as they are.
+  It costs a second pass. Measured after the fact on three compact raccoon detectors (40 test
+  images): mAP@0.5:0.95 0.562 -> 0.586, 0.554 -> 0.552, 0.547 -> 0.577 (mean +0.017), mAP@0.5
+  -0.003 to -0.008; fruit (60 images) 0.873 / 0.537 -> 0.876 / 0.548.
 
 Everything is Conv2d / BatchNorm2d / ReLU / nearest Resize / Reshape / Transpose / Concat / Exp /
-Sigmoid / Sqrt / Clip (the bin head: Softmax and a MatMul with a constant instead of Exp), so it
-exports to ONNX opset 17-20 and converts to TFLite, OpenVINO and Core ML.
+Sigmoid / Sqrt / Clip (the bin head: Softmax and a MatMul with a constant instead of Exp; the
+mirror view: reversing Slices, a Gather per view and a MatMul with a constant), so it exports to
+ONNX opset 17-20 and converts to TFLite, OpenVINO and Core ML.
 """
 from __future__ import annotations
 
@@ -72,6 +81,7 @@ class Detector(nn.Module):
         pretrained: bool = True,
         width: int = 96,
         box_bins: int = 0,
+        flip_tta: bool = False,
     ) -> None:
         super().__init__()
         if backbone_name not in BACKBONES:
@@ -88,6 +98,7 @@ class Detector(nn.Module):
         self.input_size = int(input_size)
         self.width = int(width)
         self.box_bins = int(box_bins)
+        self.flip_tta = bool(flip_tta)
         spec = BACKBONES[backbone_name]
         self.register_buffer("mean", torch.tensor(spec.mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("inv_std", 1.0 / torch.tensor(spec.std, dtype=torch.float32).view(1, 3, 1, 1))
@@ -124,6 +135,9 @@ class Detector(nn.Module):
         self.register_buffer("centres", torch.cat([centre, centre], dim=1))
         self.register_buffer("anchor_strides", torch.cat(strides))
         self.register_buffer("ltrb_sign", torch.tensor([-1.0, -1.0, 1.0, 1.0]), persistent=False)
+        # seen in a mirror, a location's left and right distances trade places (a MatMul with a
+        # constant: the bin head already uses one, so no new op for the converters)
+        self.register_buffer("swap_left_right", torch.eye(4)[[2, 1, 0, 3]], persistent=False)
         self.num_anchors = int(self.centres.shape[0])
 
     # ------------------------------------------------------------------ construction helpers
@@ -150,6 +164,7 @@ class Detector(nn.Module):
             "input_size": self.input_size,
             "width": self.width,
             **({"box_bins": self.box_bins} if self.box_bins else {}),
+            **({"flip_tta": True} if self.flip_tta else {}),
             "strides": list(STRIDES),
             "outputs": {
                 "boxes": "(batch, N, 4) normalised x1, y1, x2, y2 in [0, 1]",
@@ -161,13 +176,17 @@ class Detector(nn.Module):
     @classmethod
     def from_config(cls, cfg: dict[str, Any], pretrained: bool = False) -> "Detector":
         return cls(cfg["backbone"], int(cfg["num_classes"]), int(cfg["input_size"]),
-                   pretrained=pretrained, width=int(cfg.get("width", 96)), box_bins=int(cfg.get("box_bins", 0)))
+                   pretrained=pretrained, width=int(cfg.get("width", 96)), box_bins=int(cfg.get("box_bins", 0)),
+                   flip_tta=bool(cfg.get("flip_tta", False)))
 
     # ------------------------------------------------------------------ forward
 
-    def _levels(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = (x - self.mean) * self.inv_std
-        feats = self.backbone(x)
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """0-255 RGB to the backbone's input scale (inside the graph, so apps feed plain pixels)."""
+        return (x - self.mean) * self.inv_std
+
+    def _levels(self, z: torch.Tensor) -> list[torch.Tensor]:
+        feats = self.backbone(z)
         lat = [layer(f) for layer, f in zip(self.laterals, feats)]
         p5 = lat[2]
         p4 = lat[1] + F.interpolate(p5, scale_factor=2.0, mode="nearest")
@@ -177,9 +196,13 @@ class Detector(nn.Module):
     def forward_raw(self, x: torch.Tensor, with_bins: bool = False) -> tuple[torch.Tensor, ...]:
         """Training outputs: class logits (B, N, C), distances l,t,r,b in pixels (B, N, 4) and
         quality logits (B, N, 1); with ``with_bins``, also the distance-bin logits (B, N, 4, R+1)
-        that the distribution loss needs (None for a head without bins)."""
+        that the distribution loss needs (None for a head without bins). One view: training never
+        uses the mirror view."""
+        return self._head_outputs(self.normalise(x), with_bins)
+
+    def _head_outputs(self, z: torch.Tensor, with_bins: bool = False) -> tuple[torch.Tensor, ...]:
         cls_all, reg_all, q_all, bins_all = [], [], [], []
-        for level, p in enumerate(self._levels(x)):
+        for level, p in enumerate(self._levels(z)):
             hw = self.level_sizes[level] ** 2
             f = self.shared(p, level)
             c = self.cls_block(f, level)
@@ -206,10 +229,33 @@ class Detector(nn.Module):
         return self.centres + ltrb * self.ltrb_sign
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        cls, ltrb, quality = self.forward_raw(x)
-        boxes = torch.clamp(self.decode(ltrb) * (1.0 / self.input_size), 0.0, 1.0)
+        z = self.normalise(x)
+        if not self.flip_tta:
+            cls, ltrb, quality = self._head_outputs(z)
+            return self._boxes(ltrb), torch.sqrt(torch.sigmoid(cls) * torch.sigmoid(quality))
+        # mirrored after the normalisation, so the image input still feeds the model's own mean
+        # subtraction first (what the Core ML export checks)
+        cls, ltrb, quality = self._head_outputs(torch.cat([z, torch.flip(z, dims=[3])]))
         scores = torch.sqrt(torch.sigmoid(cls) * torch.sigmoid(quality))
-        return boxes, scores
+        # the batch of 2B split by a reshape of constants: no shape arithmetic for converters to trace
+        scores = scores.reshape(2, -1, self.num_anchors, self.num_classes)
+        ltrb = ltrb.reshape(2, -1, self.num_anchors, 4)
+        mirror_ltrb = torch.matmul(self._mirror_grid(ltrb[1], 4), self.swap_left_right)
+        mirror_scores = self._mirror_grid(scores[1], self.num_classes)
+        return self._boxes((ltrb[0] + mirror_ltrb) * 0.5), (scores[0] + mirror_scores) * 0.5
+
+    def _boxes(self, ltrb: torch.Tensor) -> torch.Tensor:
+        return torch.clamp(self.decode(ltrb) * (1.0 / self.input_size), 0.0, 1.0)
+
+    def _mirror_grid(self, t: torch.Tensor, channels: int) -> torch.Tensor:
+        """Per-location outputs (B, N, K) of a mirrored image, moved to the locations they mirror:
+        each level's grid reversed along x (its centres sit symmetrically, at (i + 0.5) strides)."""
+        parts, start = [], 0
+        for n in self.level_sizes:
+            grid = t[:, start:start + n * n].reshape(-1, n, n, channels)
+            parts.append(torch.flip(grid, dims=[2]).reshape(-1, n * n, channels))
+            start += n * n
+        return torch.cat(parts, 1)
 
     # ------------------------------------------------------------------ training helpers
 
@@ -245,13 +291,14 @@ class Detector(nn.Module):
 
 
 def build_detector(backbone: str, num_classes: int, input_size: int, pretrained: bool = True,
-                   box_bins: int = 0) -> Detector:
+                   box_bins: int = 0, flip_tta: bool = False) -> Detector:
     """A detector for ``num_classes`` classes at a square ``input_size`` (multiple of 32).
 
     ``box_bins`` > 0 builds the distance-distribution head (see :data:`BOX_BINS`); it must reach
-    across the input on the coarsest level (``box_bins * 32 >= input_size``).
+    across the input on the coarsest level (``box_bins * 32 >= input_size``). ``flip_tta`` adds
+    the test-time mirror view to ``forward`` (twice the inference cost; training is unchanged).
     """
-    return Detector(backbone, num_classes, input_size, pretrained=pretrained, box_bins=box_bins)
+    return Detector(backbone, num_classes, input_size, pretrained=pretrained, box_bins=box_bins, flip_tta=flip_tta)
 
 
 # ---------------------------------------------------------------------- losses
@@ -362,7 +409,10 @@ def detection_loss(
         raise ValueError(f"quality_target must be 'centreness' or 'iou', got {quality_target!r}")
     cls, ltrb, q_logit = outputs[:3]
     bins = outputs[3] if len(outputs) > 3 else None
-    loss_dfl = ltrb.sum() * 0.0
+    # without positives the box terms are zeros that still reach every output (a graph for backward)
+    loss_box = loss_dfl = ltrb.sum() * 0.0
+    loss_q = q_logit.sum() * 0.0
+    mean_iou = 0.0
     match, fg = assign_targets(model, gt_boxes, gt_labels)
     num_pos = max(1.0, float(fg.sum()))
     target = torch.zeros_like(cls)
@@ -399,10 +449,6 @@ def detection_loss(
         q_target = iou.detach().clamp(0, 1) if quality_target == "iou" else centreness
         loss_q = F.binary_cross_entropy_with_logits(q_logit[bi, ai, 0], q_target)
         mean_iou = float(iou.detach().mean())
-    else:
-        loss_box = ltrb.sum() * 0.0
-        loss_q = q_logit.sum() * 0.0
-        mean_iou = 0.0
     total = loss_cls + box_weight * loss_box + loss_q + dfl_weight * loss_dfl
     return total, {"cls": float(loss_cls.detach()), "box": float(loss_box.detach()), "quality": float(loss_q.detach()),
                    "dfl": float(loss_dfl.detach()), "iou": mean_iou, "positives": num_pos}

@@ -137,7 +137,8 @@ def _train_model(samples: Sequence[Sample], dataset: Dataset, domain: Domain, mo
             val = [samples[i] for i in inner_val]
             samples = [samples[i] for i in inner]
         return train_detector(samples, dataset.labels, backbone=domain.backbone, input_size=domain.input_size,
-                              budget_s=budget, mode=mode, val=val, seed=seed, progress=progress)
+                              budget_s=budget, mode=mode, val=val, seed=seed, progress=progress,
+                              flip_tta=domain.flip_tta)
     from falconet.training.classification_trainer import train_classifier
 
     result = train_classifier(samples, dataset.labels, dataset.task, domain, mode=mode, budget_s=budget_s, seed=seed,
