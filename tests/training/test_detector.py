@@ -194,3 +194,22 @@ def test_quality_target_option():
     assert by_centre["quality"] != pytest.approx(by_iou["quality"], rel=1e-3)
     with pytest.raises(ValueError, match="quality_target"):
         detection_loss(model, outputs, gt, labels, quality_target="IoU")
+
+
+def test_freeze_stride_leaves_those_backbone_stages_untouched(tmp_path):
+    """``freeze_stride`` (an A/B option; the recipe freezes up to stride 8): the stages it names
+    must come back exactly as they started, and the later ones must have learned."""
+    samples = _synthetic(tmp_path, count=6)
+    model, _ = train_detector(
+        samples, LABELS, backbone="efficientnet-lite0", input_size=SIZE, budget_s=60.0, mode="quick",
+        pretrained=False, seed=0,
+        overrides={"batch_size": 4, "steps": 3, "warmup": 0.1, "threads": 1, "freeze_stride": 16},
+    )
+    torch.manual_seed(0)  # what the trainer does before building its network
+    start = build_detector("efficientnet-lite0", len(LABELS), SIZE, pretrained=False)
+    frozen = len(start.frozen_prefix(16))
+    assert len(start.frozen_prefix(8)) < frozen < len(start.backbone.stage_modules())
+    for index, (after, before) in enumerate(zip(model.backbone.stage_modules(), start.backbone.stage_modules())):
+        pairs = list(zip(after.state_dict().values(), before.state_dict().values()))
+        unchanged = all(torch.equal(a, b) for a, b in pairs)
+        assert unchanged == (index < frozen), index
