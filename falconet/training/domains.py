@@ -70,13 +70,18 @@ DOMAINS: dict[str, Domain] = {
             # detectors: raccoon mAP@0.5:0.95 +0.024, -0.002, +0.030 (compact) and +0.002 (this
             # domain: 0.568 -> 0.570); fruit +0.011 (compact) and +0.018 (this domain: 0.515 ->
             # 0.533); mAP@0.5 -0.011 to +0.003 (mean -0.004). Tighter boxes for a small cost in
-            # mAP@0.5, so only the accuracy-first domain pays the second pass. Inference, torch on
-            # 2 CPU threads: 55 ms for general-compact, 77 ms for this domain with one view, 164
-            # ms with both. Freezing this domain's backbone up to stride 16 instead of 8 (more
-            # steps in the budget) scored lower on raccoon (0.952 / 0.554), so it was not kept.
+            # mAP@0.5, so only the accuracy-first domain pays the second pass. Inference per image
+            # (benchmarks/RESULTS.md, exports; onnxruntime, 1 / 2 threads): 25 / 17 ms for
+            # general-compact, 129 / 80 ms for this domain with both views (torch, 2 threads:
+            # 55 ms, and 77 ms for this domain with one view, 164 ms with both). In 9 CPU minutes
+            # it trains ~2.5x fewer steps than general-compact: raccoon 0.980 / 0.570 against
+            # 0.972 / 0.562, fruit 0.848 / 0.533 against 0.873 / 0.537. Freezing its backbone up
+            # to stride 16 instead of 8 (219 steps instead of 184) scored lower on raccoon (0.952 /
+            # 0.554), so it was not kept.
             "general-detection", "detection", "efficientnet-lite2", 416,
-            "The same detector on EfficientNet-Lite2 at 416 px with a test-time mirror view: better "
-            "on small objects and tighter boxes, about 3x the inference time of general-compact.",
+            "The same detector on EfficientNet-Lite2 at 416 px with a test-time mirror view: a finer "
+            "input for small objects and tighter boxes, for about 5x the inference time of "
+            "general-compact and fewer training steps in the same budget.",
             compact=False, flip_tta=True,
             custom_vision_id="da2e3a8a-40a5-4171-82f4-58522f70fbc1",
         ),
