@@ -136,9 +136,9 @@ class Detector(nn.Module):
         self.register_buffer("centres", torch.cat([centre, centre], dim=1))
         self.register_buffer("anchor_strides", torch.cat(strides))
         self.register_buffer("ltrb_sign", torch.tensor([-1.0, -1.0, 1.0, 1.0]), persistent=False)
-        # seen in a mirror, a location's left and right distances trade places (a MatMul with a
-        # constant: the bin head already uses one, so no new op for the converters)
-        self.register_buffer("swap_left_right", torch.eye(4)[[2, 1, 0, 3]], persistent=False)
+        if self.flip_tta:  # seen in a mirror, a location's left and right distances trade places
+            # (a MatMul with a constant: the bin head already uses one, so no new op for converters)
+            self.register_buffer("swap_left_right", torch.eye(4)[[2, 1, 0, 3]], persistent=False)
         self.num_anchors = int(self.centres.shape[0])
 
     # ------------------------------------------------------------------ construction helpers
@@ -231,13 +231,14 @@ class Detector(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         z = self.normalise(x)
-        if not self.flip_tta:
-            cls, ltrb, quality = self._head_outputs(z)
-            return self._boxes(ltrb), torch.sqrt(torch.sigmoid(cls) * torch.sigmoid(quality))
-        # mirrored after the normalisation, so the image input still feeds the model's own mean
-        # subtraction first (what the Core ML export checks)
-        cls, ltrb, quality = self._head_outputs(torch.cat([z, torch.flip(z, dims=[3])]))
+        if self.flip_tta:
+            # mirrored after the normalisation, so the image input still feeds the model's own
+            # mean subtraction first (what the Core ML export checks)
+            z = torch.cat([z, torch.flip(z, dims=[3])])
+        cls, ltrb, quality = self._head_outputs(z)
         scores = torch.sqrt(torch.sigmoid(cls) * torch.sigmoid(quality))
+        if not self.flip_tta:
+            return self._boxes(ltrb), scores
         # the batch of 2B split by a reshape of constants: no shape arithmetic for converters to trace
         scores = scores.reshape(2, -1, self.num_anchors, self.num_classes)
         ltrb = ltrb.reshape(2, -1, self.num_anchors, 4)
