@@ -11,7 +11,8 @@ scored on the held-out split with the runtime's post-processing. Variants are re
     python benchmarks/detector_ab.py SPECS.json [--procs 9] [--deadline 300] [--device cuda]
 
 SPECS.json is a list of {"name", "data" (a run.py split: raccoon, fruit, fork-scissors),
-"steps", "seed", "overrides", "radius", "input_size"}. Runs go in parallel, one process each,
+"steps", "seed", "overrides", "radius", "input_size", "constants" (detector module constants to
+set, such as ``{"_TASK_TOPK": 16}``)}. Runs go in parallel, one process each,
 one thread each. With ``--device cuda`` the default device is set so the model and the target
 assignment live there, and batch collation is wrapped to move each batch to the GPU (prediction
 follows the model's device by itself); nothing else changes. Rows are appended to
@@ -68,6 +69,10 @@ def run_one(spec: dict[str, Any], device: str) -> dict[str, Any]:
 
     if "radius" in spec:
         detector._CENTRE_RADIUS = float(spec["radius"])
+    for constant, value in spec.get("constants", {}).items():  # e.g. {"_TASK_TOPK": 16}
+        if not hasattr(detector, constant):
+            raise ValueError(f"the detector module has no constant {constant}")
+        setattr(detector, constant, value)
     train_dir, test_dir = bench._prepare_split(spec["data"], Path(tempfile.mkdtemp()))
     dataset = read_dataset(train_dir)
     samples = list(dataset.samples)

@@ -327,46 +327,133 @@ _RANGE_IN_STRIDES = ((0.0, 10.0), (3.0, 10.0), (3.0, math.inf))
 _CENTRE_RADIUS = 1.5
 
 
+#: Target assignment methods (``detection_loss(assigner=...)``).
+ASSIGNERS = ("fcos", "atss", "task")
+#: ATSS: candidate locations per level for each box, and the side of the square "anchor" a
+#: location stands for, in strides (Zhang et al., Bridging the Gap Between Anchor-based and
+#: Anchor-free Detection, 2020: k = 9, one anchor of scale 8).
+_ATSS_TOPK = 9
+_ATSS_ANCHOR = 8.0
+#: Task-aligned assignment: positives per box, and the exponents of the alignment score
+#: class probability ** alpha * IoU ** beta (Feng et al., TOOD, 2021).
+_TASK_TOPK = 16
+_TASK_ALPHA = 1.0
+_TASK_BETA = 6.0
+
+
+def _pairwise_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """IoU of every box in a (..., N, 4) with every box in b (..., M, 4): (..., N, M)."""
+    return box_iou_pairs(a.unsqueeze(-2), b.unsqueeze(-3))[0]
+
+
+def _fcos_candidates(model: Detector, gt_boxes: torch.Tensor, ltrb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Locations near a box's centre, on the levels whose size range holds it; ties go to the
+    smaller box (FCOS)."""
+    b, n, m = ltrb.shape[:3]
+    cx = model.centres[:, 0].view(1, n, 1)
+    cy = model.centres[:, 1].view(1, n, 1)
+    stride = model.anchor_strides.view(1, n, 1)
+    x1, y1, x2, y2 = (gt_boxes[..., i].unsqueeze(1) for i in range(4))  # (B, 1, M)
+    radius = _CENTRE_RADIUS * stride
+    near_centre = ((cx - (x1 + x2) / 2).abs() < radius) & ((cy - (y1 + y2) / 2).abs() < radius)
+    lo = torch.cat([torch.full((s_n * s_n,), lo_r * s) for s, s_n, (lo_r, _) in
+                    zip(STRIDES, model.level_sizes, _RANGE_IN_STRIDES)]).view(1, n, 1)
+    hi = torch.cat([torch.full((s_n * s_n,), hi_r * s) for s, s_n, (_, hi_r) in
+                    zip(STRIDES, model.level_sizes, _RANGE_IN_STRIDES)]).view(1, n, 1)
+    reach = ltrb.max(-1).values
+    area = ((x2 - x1) * (y2 - y1)).expand(b, n, m)
+    return near_centre & (reach >= lo) & (reach <= hi), area
+
+
+def _atss_candidates(model: Detector, gt_boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """ATSS: on each level the k locations nearest a box's centre are candidates; those whose
+    square anchor overlaps the box by more than the candidates' mean + std IoU are kept. The
+    threshold adapts to each box, so small and large boxes get a similar number of positives
+    without hand-set size ranges; ties go to the higher anchor IoU."""
+    b, m = gt_boxes.shape[:2]
+    n = model.num_anchors
+    centres = model.centres[:, :2]
+    half = model.anchor_strides * (_ATSS_ANCHOR / 2)
+    anchors = torch.cat([centres - half, centres + half], dim=1)  # (N, 4)
+    anchor_iou = _pairwise_iou(anchors.unsqueeze(0).expand(b, n, 4), gt_boxes)  # (B, N, M)
+    gt_centre = (gt_boxes[..., :2] + gt_boxes[..., 2:]) / 2  # (B, M, 2)
+    distance = (centres.view(1, n, 1, 2) - gt_centre.unsqueeze(1)).pow(2).sum(-1)  # (B, N, M)
+    candidate = torch.zeros((b, n, m), dtype=torch.bool, device=gt_boxes.device)
+    first = 0
+    for size in model.level_sizes:
+        count = size * size
+        k = min(_ATSS_TOPK, count)
+        nearest = distance[:, first:first + count].topk(k, dim=1, largest=False).indices + first
+        candidate.scatter_(1, nearest, True)
+        first += count
+    picked = torch.where(candidate, anchor_iou, torch.zeros_like(anchor_iou))
+    count = candidate.sum(1).clamp(min=1)
+    mean = picked.sum(1) / count
+    std = ((picked - mean.unsqueeze(1)).pow(2) * candidate).sum(1).div(count).sqrt()
+    ok = candidate & (anchor_iou >= (mean + std).unsqueeze(1))
+    return ok, -anchor_iou
+
+
+def _task_candidates(model: Detector, gt_boxes: torch.Tensor, gt_labels: torch.Tensor, inside: torch.Tensor,
+                     cls: torch.Tensor, ltrb_pred: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Task-aligned assignment (TOOD): among the locations inside a box, the k whose current
+    prediction is best aligned with it (class probability ** alpha * IoU ** beta) are positives,
+    so the locations that already score and localise the box well are the ones trained, and the
+    class score learns to rank by localisation; ties go to the higher predicted IoU."""
+    b, n, m = inside.shape
+    pred_iou = _pairwise_iou(model.decode(ltrb_pred.detach()), gt_boxes).clamp(min=0)  # (B, N, M)
+    prob = torch.sigmoid(cls.detach())  # (B, N, C)
+    index = gt_labels.clamp(min=0).unsqueeze(1).expand(b, n, m)
+    class_prob = prob.gather(2, index)  # (B, N, M)
+    align = class_prob.pow(_TASK_ALPHA) * pred_iou.pow(_TASK_BETA)
+    align = torch.where(inside, align, torch.full_like(align, -1.0))
+    k = min(_TASK_TOPK, n)
+    top = align.topk(k, dim=1).indices  # (B, k, M)
+    chosen = torch.zeros((b, n, m), dtype=torch.bool, device=gt_boxes.device).scatter_(1, top, True)
+    return chosen & inside, -pred_iou
+
+
 @torch.no_grad()
 def assign_targets(
-    model: Detector, gt_boxes: torch.Tensor, gt_labels: torch.Tensor
+    model: Detector, gt_boxes: torch.Tensor, gt_labels: torch.Tensor, method: str = "fcos",
+    cls: torch.Tensor | None = None, ltrb_pred: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """FCOS assignment with centre sampling and overlapping size ranges.
+    """Which ground-truth box each location learns, by ``method`` (:data:`ASSIGNERS`): FCOS
+    centre sampling with overlapping size ranges, ATSS, or task-aligned (which needs the current
+    class logits ``cls`` and distances ``ltrb_pred``). Only locations inside a box can learn it.
 
     gt_boxes (B, M, 4) in pixels, gt_labels (B, M) with -1 for padding.
     Returns matched ground-truth index per location (B, N), -1 for background, and the
     foreground mask (B, N).
     """
+    if method not in ASSIGNERS:
+        raise ValueError(f"assigner must be one of {', '.join(ASSIGNERS)}, got {method!r}")
     b, m = gt_labels.shape
     n = model.num_anchors
     if m == 0:
         return torch.full((b, n), -1, dtype=torch.long), torch.zeros((b, n), dtype=torch.bool)
     cx = model.centres[:, 0].view(1, n, 1)
     cy = model.centres[:, 1].view(1, n, 1)
-    stride = model.anchor_strides.view(1, n, 1)
     x1, y1, x2, y2 = (gt_boxes[..., i].unsqueeze(1) for i in range(4))  # (B, 1, M)
-    l, t, r, bt = cx - x1, cy - y1, x2 - cx, y2 - cy
-    ltrb = torch.stack([l, t, r, bt], -1)  # (B, N, M, 4)
+    ltrb = torch.stack([cx - x1, cy - y1, x2 - cx, y2 - cy], -1)  # (B, N, M, 4)
     inside = ltrb.min(-1).values > 0
-    gcx, gcy = (x1 + x2) / 2, (y1 + y2) / 2
-    radius = _CENTRE_RADIUS * stride
-    near_centre = ((cx - gcx).abs() < radius) & ((cy - gcy).abs() < radius)
-    lo = torch.cat([torch.full((s_n * s_n,), lo_r * s) for s, s_n, (lo_r, _) in
-                    zip(STRIDES, model.level_sizes, _RANGE_IN_STRIDES)]).view(1, n, 1)
-    hi = torch.cat([torch.full((s_n * s_n,), hi_r * s) for s, s_n, (_, hi_r) in
-                    zip(STRIDES, model.level_sizes, _RANGE_IN_STRIDES)]).view(1, n, 1)
-    reach = ltrb.max(-1).values
-    in_range = (reach >= lo) & (reach <= hi)
-    valid_gt = (gt_labels >= 0).unsqueeze(1)
-    ok = inside & near_centre & in_range & valid_gt
-    area = ((x2 - x1) * (y2 - y1)).expand(b, n, m)
-    cost = torch.where(ok, area, torch.full_like(area, math.inf))
+    if method == "fcos":
+        ok, cost = _fcos_candidates(model, gt_boxes, ltrb)
+    elif method == "atss":
+        ok, cost = _atss_candidates(model, gt_boxes)
+    else:
+        if cls is None or ltrb_pred is None:
+            raise ValueError("task-aligned assignment needs the class logits and distances")
+        ok, cost = _task_candidates(model, gt_boxes, gt_labels, inside, cls, ltrb_pred)
+    ok = ok & inside & (gt_labels >= 0).unsqueeze(1)
+    cost = torch.where(ok, cost, torch.full_like(cost, math.inf))
     best_cost, best = cost.min(-1)
     fg = torch.isfinite(best_cost)
     match = torch.where(fg, best, torch.full_like(best, -1))
     # a box that no location claimed (very small or thin): give it the nearest location centre
     # among those inside it, or the nearest overall on the finest level
     claimed = (match.unsqueeze(-1) == torch.arange(m).view(1, 1, m)).any(1)  # (B, M)
+    gcx, gcy = (x1 + x2) / 2, (y1 + y2) / 2
     for bi in range(b):
         for gi in range(m):
             if gt_labels[bi, gi] < 0 or claimed[bi, gi]:
@@ -385,9 +472,10 @@ def detection_loss(
     gt_boxes: torch.Tensor,
     gt_labels: torch.Tensor,
     box_weight: float = 2.0,
-    quality_target: str = "centreness",
+    quality_target: str = "iou",
     centre_weighted: bool = False,
     dfl_weight: float = 1.0,
+    assigner: str = "task",
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Sigmoid focal loss (classes), GIoU (boxes), BCE of the quality branch to each positive's
     centreness (``quality_target="iou"``: to its predicted box's IoU instead) and, for a
@@ -415,7 +503,7 @@ def detection_loss(
     loss_box = loss_dfl = ltrb.sum() * 0.0
     loss_q = q_logit.sum() * 0.0
     mean_iou = 0.0
-    match, fg = assign_targets(model, gt_boxes, gt_labels)
+    match, fg = assign_targets(model, gt_boxes, gt_labels, assigner, cls, ltrb)
     num_pos = max(1.0, float(fg.sum()))
     target = torch.zeros_like(cls)
     if fg.any():
