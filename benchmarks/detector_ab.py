@@ -117,11 +117,15 @@ def variant(name: str) -> str:
 
 
 def write_table(rows: list[dict[str, Any]]) -> None:
-    """Mean test mAP per (variant, steps) over its seeds, with the seeds listed."""
-    groups: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
+    """Mean test mAP per (variant, steps) over its seeds, with the seeds listed; a seed run again
+    counts once, with its latest result."""
+    latest: dict[tuple[str, int], dict[str, Any]] = {}  # a run repeated later (same seed) replaces the earlier
     for row in rows:
         if "error" not in row:
-            groups[(variant(row["name"]), row["spec"]["steps"])].append(row)
+            latest[(row["name"], row["spec"]["steps"])] = row
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
+    for row in latest.values():
+        groups[(variant(row["name"]), row["spec"]["steps"])].append(row)
     lines = ["## Detector recipe A/B at a fixed step count", "",
              "Written by `benchmarks/detector_ab.py` (specs in `results/detector_ab/round*.json`, rows in",
              "`rows.jsonl`). Each variant trains for the step count a CPU run reaches in its budget (raccoon and",

@@ -171,9 +171,9 @@ def test_distance_bin_head_option():
 
 
 def test_quality_target_option():
-    """``quality_target="iou"`` trains the quality logit towards each positive's box IoU and the
-    default towards centreness (the loss once shadowed this option with the quality tensor, so
-    the IoU was never used)."""
+    """``quality_target="iou"`` (the default) trains the quality logit towards each positive's box
+    IoU, and ``"centreness"`` towards centreness (the loss once shadowed this option with the
+    quality tensor, so the IoU was never used)."""
     import torch.nn.functional as F
 
     from falconet.training.detector import assign_targets, box_iou_pairs, detection_loss
@@ -184,16 +184,82 @@ def test_quality_target_option():
     outputs = model.forward_raw(x)
     gt = torch.tensor([[[8.0, 8.0, 40.0, 48.0]], [[20.0, 4.0, 60.0, 30.0]]])
     labels = torch.tensor([[0], [1]])
-    _, by_iou = detection_loss(model, outputs, gt, labels, quality_target="iou")
-    _, by_centre = detection_loss(model, outputs, gt, labels)
-    match, fg = assign_targets(model, gt, labels)
+    _, by_iou = detection_loss(model, outputs, gt, labels)
+    _, by_centre = detection_loss(model, outputs, gt, labels, quality_target="centreness")
+    match, fg = assign_targets(model, gt, labels, "task", outputs[0], outputs[1])
     bi, ai = fg.nonzero(as_tuple=True)
     iou, _ = box_iou_pairs(model.decode(outputs[1])[bi, ai], gt[bi, match[bi, ai]])
     expected = F.binary_cross_entropy_with_logits(outputs[2][bi, ai, 0], iou.detach().clamp(0, 1))
-    assert by_iou["quality"] == pytest.approx(float(expected), rel=1e-5)
+    assert by_iou["quality"] == pytest.approx(float(expected.detach()), rel=1e-5)
     assert by_centre["quality"] != pytest.approx(by_iou["quality"], rel=1e-3)
     with pytest.raises(ValueError, match="quality_target"):
         detection_loss(model, outputs, gt, labels, quality_target="IoU")
+
+
+def _ltrb_for(model: Detector, box: list[float]) -> torch.Tensor:
+    """Distances from every location to the sides of ``box``: a prediction of exactly that box."""
+    x1, y1, x2, y2 = box
+    cx, cy = model.centres[:, 0], model.centres[:, 1]
+    return torch.stack([cx - x1, cy - y1, x2 - cx, y2 - cy], -1).clamp(min=0.5)
+
+
+def test_task_aligned_assignment_follows_the_predictions():
+    """Task-aligned assignment (the default) makes the locations that already predict a box well
+    its positives: at most _TASK_TOPK of them, all inside it; a location outside the box is never
+    a positive however well it predicts; each location learns one box."""
+    from falconet.training import detector as det
+
+    model = build_detector("efficientnet-lite0", 2, 128, pretrained=False)
+    n = model.num_anchors
+    box_a, box_b = [8.0, 8.0, 72.0, 72.0], [40.0, 40.0, 120.0, 112.0]
+    gt = torch.tensor([[box_a, box_b, [0.0, 0.0, 0.0, 0.0]]])
+    labels = torch.tensor([[0, 1, -1]])
+    cx, cy = model.centres[:, 0], model.centres[:, 1]
+    inside_a = (cx > 8) & (cx < 72) & (cy > 8) & (cy < 72)
+    inside_b = (cx > 40) & (cx < 120) & (cy > 40) & (cy < 112)
+    # every location predicts a loose box, except a few chosen ones that predict box A exactly
+    ltrb = torch.full((1, n, 4), 6.0)
+    exact = torch.nonzero(inside_a & ~inside_b).flatten()[:3]
+    outside = torch.nonzero(~inside_a & ~inside_b).flatten()[:2]
+    for j in torch.cat([exact, outside]):
+        ltrb[0, j] = _ltrb_for(model, box_a)[j]
+    cls = torch.full((1, n, 2), -4.0)
+    cls[0, exact, 0] = 4.0
+    cls[0, outside, 0] = 4.0
+    match, fg = det.assign_targets(model, gt, labels, "task", cls, ltrb)
+    assert all(int(match[0, j]) == 0 for j in exact)
+    assert not fg[0, outside].any()
+    assert 1 <= int((match[0] == 0).sum()) <= det._TASK_TOPK
+    assert 1 <= int((match[0] == 1).sum()) <= det._TASK_TOPK
+    assert bool(inside_a[match[0] == 0].all()) and bool(inside_b[match[0] == 1].all())
+    assert not (match[0] == 2).any()  # padding learns nothing
+    with pytest.raises(ValueError, match="needs the class logits"):
+        det.assign_targets(model, gt, labels, "task")
+    with pytest.raises(ValueError, match="assigner"):
+        det.assign_targets(model, gt, labels, "yolo")
+
+
+def test_atss_and_fcos_assignment_pick_the_level_by_box_size():
+    """ATSS (an option) and FCOS (the former default) put a small box on the finest level and a
+    box filling the input on the coarsest; a box too small to hold any location centre still gets
+    one positive, the nearest location, under every method."""
+    from falconet.training import detector as det
+
+    model = build_detector("efficientnet-lite0", 2, 256, pretrained=False)
+    n = model.num_anchors
+    gt = torch.tensor([[[100.0, 100.0, 124.0, 124.0], [4.0, 4.0, 252.0, 252.0], [60.0, 60.0, 62.0, 62.0]]])
+    labels = torch.tensor([[0, 1, 0]])
+    cls, ltrb = torch.zeros((1, n, 2)), torch.full((1, n, 4), 8.0)
+    for method in det.ASSIGNERS:
+        match, fg = det.assign_targets(model, gt, labels, method, cls, ltrb)
+        for g in range(3):
+            assert int((match[0] == g).sum()) >= 1, (method, g)
+        if method == "task":
+            continue  # chooses by the predictions, not by size
+        strides = model.anchor_strides[:, 0]
+        assert set(strides[match[0] == 0].tolist()) == {8.0}, method
+        assert 32.0 in set(strides[match[0] == 1].tolist()), method
+        assert 8.0 not in set(strides[match[0] == 1].tolist()), method
 
 
 def test_freeze_stride_leaves_those_backbone_stages_untouched(tmp_path):
