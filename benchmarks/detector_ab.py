@@ -141,7 +141,14 @@ def write_table(rows: list[dict[str, Any]]) -> None:
              "against 0.83 for base, same seed), so the default head is still base; the cause is not yet found.",
              "centre-q / iou-q = the quality branch learns centreness / the predicted box's IoU; joint = one",
              "class score trained towards the IoU (quality focal loss; commit 2648f50, not kept). Until these",
-             "rows the loss's quality option was shadowed: every earlier row learned centreness.", "",
+             "rows the loss's quality option was shadowed: every earlier row learned centreness.",
+             "Target assignment (rounds 6-8; every earlier row and every base row assigns as FCOS does,",
+             "centre sampling within per-level size ranges, and learns centreness): atss = ATSS; task =",
+             "task-aligned, the 10 locations inside a box whose current prediction scores class probability x",
+             "IoU^6 highest; iouq = with the IoU quality target; k16 = the top 16; a05 = probability exponent 0.5.",
+             "These rounds assigned so from the first step (assign_warmup 0); the default that came of them,",
+             "task-iouq-k16, assigns as FCOS does for the first 30 % of the schedule (measured on the CPU only).",
+             "",
              "| variant | data | steps | seeds | mAP@0.5 (mean) | mAP@0.5:0.95 (mean) | mAP@0.5:0.95 per seed | machine |",
              "|---|---|---|---|---|---|---|---|"]
     for (name, steps), group in sorted(groups.items(), key=lambda kv: (kv[1][0]["spec"]["data"], kv[0])):

@@ -279,3 +279,31 @@ def test_freeze_stride_leaves_those_backbone_stages_untouched(tmp_path):
         pairs = list(zip(after.state_dict().values(), before.state_dict().values()))
         unchanged = all(torch.equal(a, b) for a, b in pairs)
         assert unchanged == (index < frozen), index
+
+
+def test_training_assigns_as_fcos_during_the_warm_up_then_task_aligned(tmp_path, monkeypatch):
+    """The first ASSIGN_WARMUP of the schedule assigns by centre sampling (the predictions are
+    still noise), the rest by the loss's default, task-aligned assignment. The loss is wrapped to
+    record what each step asked for and still computes the real loss."""
+    import inspect
+
+    from falconet.training import detection_trainer as trainer
+    from falconet.training import detector as det
+
+    asked: list[str] = []
+    real_loss = trainer.detection_loss
+
+    def recording_loss(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        asked.append(kwargs.get("assigner", "default"))
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "detection_loss", recording_loss)
+    samples = _synthetic(tmp_path, count=4)
+    _, history = train_detector(
+        samples, LABELS, backbone="efficientnet-lite0", input_size=SIZE, budget_s=60.0, mode="quick",
+        pretrained=False, seed=0, overrides={"batch_size": 2, "steps": 10, "warmup": 0.1, "threads": 1},
+    )
+    warm = round(trainer.ASSIGN_WARMUP * 10)
+    assert asked == ["fcos"] * warm + ["default"] * (10 - warm)
+    assert history["recipe"]["assign_warmup"] == trainer.ASSIGN_WARMUP
+    assert inspect.signature(det.detection_loss).parameters["assigner"].default == "task"
