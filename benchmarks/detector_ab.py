@@ -67,9 +67,10 @@ def run_one(spec: dict[str, Any], device: str) -> dict[str, Any]:
     from falconet.training.metrics.detection import evaluate_detections
     from falconet.training.pipeline import read_dataset
 
-    if "radius" in spec:
-        detector._CENTRE_RADIUS = float(spec["radius"])
-    for constant, value in spec.get("constants", {}).items():  # e.g. {"_TASK_TOPK": 16}
+    constants = dict(spec.get("constants", {}))  # e.g. {"_TASK_TOPK": 16}
+    if "radius" in spec:  # the earlier rounds' name for the centre-sampling radius
+        constants["_CENTRE_RADIUS"] = float(spec["radius"])
+    for constant, value in constants.items():
         if not hasattr(detector, constant):
             raise ValueError(f"the detector module has no constant {constant}")
         setattr(detector, constant, value)

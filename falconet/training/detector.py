@@ -384,11 +384,10 @@ def _atss_candidates(model: Detector, gt_boxes: torch.Tensor) -> tuple[torch.Ten
     candidate = torch.zeros((b, n, m), dtype=torch.bool, device=gt_boxes.device)
     first = 0
     for size in model.level_sizes:
-        count = size * size
-        k = min(_ATSS_TOPK, count)
-        nearest = distance[:, first:first + count].topk(k, dim=1, largest=False).indices + first
-        candidate.scatter_(1, nearest, True)
-        first += count
+        level = size * size
+        nearest = distance[:, first:first + level].topk(min(_ATSS_TOPK, level), dim=1, largest=False).indices
+        candidate.scatter_(1, nearest + first, True)
+        first += level
     picked = torch.where(candidate, anchor_iou, torch.zeros_like(anchor_iou))
     count = candidate.sum(1).clamp(min=1)
     mean = picked.sum(1) / count
@@ -402,7 +401,8 @@ def _task_candidates(model: Detector, gt_boxes: torch.Tensor, gt_labels: torch.T
     """Task-aligned assignment (TOOD): among the locations inside a box, the k whose current
     prediction is best aligned with it (class probability ** alpha * IoU ** beta) are positives,
     so the locations that already score and localise the box well are the ones trained, and the
-    class score learns to rank by localisation; ties go to the higher predicted IoU."""
+    class score learns to rank by localisation; ties go to the higher predicted IoU. (Where fewer
+    than k lie inside, outside ones fill the top k; the caller keeps only locations inside.)"""
     b, n, m = inside.shape
     pred_iou = _pairwise_iou(model.decode(ltrb_pred.detach()), gt_boxes).clamp(min=0)  # (B, N, M)
     prob = torch.sigmoid(cls.detach())  # (B, N, C)
@@ -413,7 +413,7 @@ def _task_candidates(model: Detector, gt_boxes: torch.Tensor, gt_labels: torch.T
     k = min(_TASK_TOPK, n)
     top = align.topk(k, dim=1).indices  # (B, k, M)
     chosen = torch.zeros((b, n, m), dtype=torch.bool, device=gt_boxes.device).scatter_(1, top, True)
-    return chosen & inside, -pred_iou
+    return chosen, -pred_iou
 
 
 @torch.no_grad()
