@@ -249,7 +249,9 @@ def write_table() -> None:
         "distance-bin box head, `-fs16` the backbone frozen to stride 16, `-task-no-warmup` task-aligned",
         "assignment from the first step (the default assigns as FCOS does for the first 30 %); `-15m` and",
         "`-25m` are longer budgets. Detection rows dated before 2026-11-27T19:00 (the `general-detection`",
-        "rows and the longer budgets among them) were trained with FCOS assignment throughout.", "",
+        "rows and the longer budgets among them) were trained with FCOS assignment throughout. Advanced",
+        "rows dated from 2026-11-27T22:30 keep the latest checkpoint unless an earlier one is clearly better",
+        "on the inner validation split (paired bootstrap); earlier rows kept the best-scoring one.", "",
         "| run | domain | evaluation | images | mAP@0.5 | mAP@0.5:0.95 | precision | recall | train s | wall s | load | ONNX vs torch | machine | date |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]

@@ -13,7 +13,10 @@ Recipe (measured on 2 CPU cores; see the module docstring of the detector for th
   warmup then cosine decay defined over the *wall-clock* budget, gradient clipping, and an
   exponential moving average of the weights whose horizon follows the measured step rate.
 - with a validation set, mAP is computed at a few checkpoints (the clock of the schedule stops
-  while evaluating) and the best checkpoint is returned.
+  while evaluating); the latest checkpoint is returned unless an earlier one is clearly better
+  there (a paired bootstrap over the validation images, :func:`clearly_better`): the end of the
+  cosine schedule is usually the best model, and a few dozen images rank checkpoints a few
+  hundredths apart at random.
 
 Evaluation inputs go through :func:`falconet.core.preprocess.preprocess` with the stretch
 contract, so training-time figures equal what the runtime will see.
@@ -36,6 +39,7 @@ from falconet.core.preprocess import InputContract, preprocess
 from falconet.data.types import Box, Sample
 from falconet.runtime.postprocess import BOX_VOTE_IOU, decode_detections
 from falconet.training.detector import Detector, build_detector, detection_loss
+from falconet.training.metrics.detection import PredictionTuple, evaluate_detections, resampled_maps
 
 ProgressFn = Callable[[dict], None]
 
@@ -61,6 +65,8 @@ RECIPES: dict[str, dict[str, Any]] = {
 ASSIGN_WARMUP = 0.3
 #: Mosaic is switched off for the last part of the schedule so the model ends on whole images.
 MOSAIC_UNTIL = 0.7
+#: Resamples of the inner validation images when two checkpoints are compared (:func:`clearly_better`).
+BOOTSTRAP_DRAWS = 200
 #: The final learning rate as a fraction of the peak.
 FINAL_LR = 0.02
 
@@ -275,14 +281,36 @@ def predict_detector(model: Detector, images: Sequence[Any], score_threshold: fl
 
 # ---------------------------------------------------------------------- evaluation
 
+def _named(detections: list[list[tuple[int, float, float, float, float, float]]], labels: list[str]
+           ) -> list[list[PredictionTuple]]:
+    return [[(labels[c], s, x1, y1, x2, y2) for (c, s, x1, y1, x2, y2) in dets] for dets in detections]
+
+
 def evaluate_model(model: Detector, images: Sequence[Any], ground_truth: list[list[Box]], labels: list[str]
                    ) -> dict[str, Any]:
     """mAP of ``model`` on preprocessed images (or paths) against their boxes."""
-    from falconet.training.metrics.detection import evaluate_detections
+    return evaluate_detections(ground_truth, _named(predict_detector(model, images), labels), labels)
 
-    detections = predict_detector(model, images)
-    named = [[(labels[c], s, x1, y1, x2, y2) for (c, s, x1, y1, x2, y2) in dets] for dets in detections]
-    return evaluate_detections(ground_truth, named, labels)
+
+def _checkpoint_score(maps: np.ndarray) -> np.ndarray:
+    """How checkpoints are ranked: mAP@0.5, with mAP@0.5:0.95 breaking near-ties."""
+    return maps[..., 0] + 0.1 * maps[..., 1]
+
+
+def clearly_better(a: list[list[PredictionTuple]], b: list[list[PredictionTuple]], ground_truth: list[list[Box]],
+                   labels: list[str], draws: np.ndarray, standard_errors: float = 2.0) -> bool:
+    """Whether detections ``a`` beat ``b`` on these images by more than the choice of images explains.
+
+    Paired bootstrap: both are scored on the same resamples of the images (rows of ``draws``),
+    and ``a`` wins when the mean score difference exceeds ``standard_errors`` of its spread. An
+    inner validation split of a few dozen images ranks checkpoints a few hundredths apart at
+    random; on fruit-detection (36 inner images, 3 runs) such a pick of an earlier checkpoint
+    scored 0.862-0.873 mAP@0.5 on the test split where the final checkpoint of the same
+    recipe scored 0.857-0.897.
+    """
+    diff = (_checkpoint_score(resampled_maps(ground_truth, a, labels, draws))
+            - _checkpoint_score(resampled_maps(ground_truth, b, labels, draws)))
+    return bool(diff.mean() > standard_errors * diff.std())
 
 
 # ---------------------------------------------------------------------- training
@@ -520,10 +548,11 @@ def train_detector(
 ) -> tuple[Detector, dict[str, Any]]:
     """Train a detector within ``budget_s`` seconds of wall-clock time (decoding included).
 
-    Returns the model (eval mode, EMA weights of the best checkpoint when ``val`` is given,
-    else of the last step) and a history dict: ``steps``, ``epochs``, ``images_per_s``,
-    ``train_seconds``, ``decode_seconds``, ``total_seconds``, ``checkpoints`` (step, epoch,
-    seconds and, with ``val``, ``map50``/``map50_95``), ``best_checkpoint``, ``loss`` (every 5th
+    Returns the model (eval mode, EMA weights of the last step, or with ``val`` of the checkpoint
+    kept: the latest unless an earlier one was clearly better) and a history dict: ``steps``,
+    ``epochs``, ``images_per_s``, ``train_seconds``, ``decode_seconds``, ``total_seconds``,
+    ``checkpoints`` (step, epoch, seconds and, with ``val``, ``map50``/``map50_95`` and
+    ``kept_earlier``: whether the checkpoint kept before it stayed), ``best_checkpoint``, ``loss`` (every 5th
     step with its parts), the recipe used and the thread counts chosen.
 
     ``overrides`` replaces recipe entries (see :data:`RECIPES`), plus: ``steps`` (a schedule
@@ -645,7 +674,8 @@ def _train(
     step = 0
     seen = 0
     est_total = 0
-    best_key: tuple[float, float] | None = None
+    best_found: list[list[PredictionTuple]] | None = None  # the kept checkpoint's validation detections
+    draws = np.random.default_rng(seed).integers(0, max(1, len(val_inputs)), size=(BOOTSTRAP_DRAWS, len(val_inputs)))
     best_state: dict[str, torch.Tensor] | None = None
     best_info: dict[str, Any] | None = None
     running: float | None = None
@@ -661,15 +691,18 @@ def _train(
             if val:
                 report("evaluate", step, est_total, running)
                 t_eval = time.monotonic()
-                metrics = evaluate_model(ema.shadow, [v.astype(np.float32) for v in val_inputs], val_truth, labels)
-                eval_s = time.monotonic() - t_eval
-                info.update(map50=round(float(metrics["map50"]), 4), map50_95=round(float(metrics["map50_95"]), 4),
-                            eval_seconds=round(eval_s, 2))
-                key = (float(metrics["map50"]) + 0.1 * float(metrics["map50_95"]), float(step))
-                if best_key is None or key[0] >= best_key[0]:
-                    best_key = key
+                found = _named(predict_detector(ema.shadow, [v.astype(np.float32) for v in val_inputs]), labels)
+                metrics = evaluate_detections(val_truth, found, labels)
+                info.update(map50=round(float(metrics["map50"]), 4), map50_95=round(float(metrics["map50_95"]), 4))
+                # the latest checkpoint wins unless the one kept so far is clearly better on these images
+                kept = best_found is not None and clearly_better(best_found, found, val_truth, labels, draws)
+                info["kept_earlier"] = kept
+                if not kept:
+                    best_found = found
                     best_state = {k: v.detach().clone() for k, v in ema.shadow.state_dict().items()}
                     best_info = info
+                eval_s = time.monotonic() - t_eval
+                info["eval_seconds"] = round(eval_s, 2)
                 # later checkpoints: give the schedule what the estimate over-reserved
                 remaining = len(checkpoints) - next_checkpoint - 1
                 train_budget = max(train_clock + 1.0, train_budget + (eval_estimate - eval_s) * (remaining + 1)) \

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from falconet.data.types import Box
-from falconet.training.metrics.detection import detection_pr_curves, evaluate_detections
+from falconet.training.metrics.detection import detection_pr_curves, evaluate_detections, resampled_maps
 
 
 def test_perfect_predictions_score_one() -> None:
@@ -173,3 +173,18 @@ def test_matches_pycocotools(seed: int) -> None:
     assert 0.2 < result["map50"] < 0.99  # the case is not trivial
     assert result["map50"] == pytest.approx(expected50, abs=1e-3)
     assert result["map50_95"] == pytest.approx(expected5095, abs=1e-3)
+
+
+def test_resampled_maps_equal_scoring_the_resampled_images() -> None:
+    gts, preds, labels, _ = _synthetic(3)
+    rng = np.random.default_rng(0)
+    draws = np.vstack([np.arange(len(gts)), rng.integers(0, len(gts), size=(3, len(gts)))])
+    maps = resampled_maps(gts, preds, labels, draws)
+    assert maps.shape == (4, 2)
+    for row, images in zip(maps, draws):
+        # the same images (repeats included) evaluated from scratch
+        direct = evaluate_detections([gts[i] for i in images], [preds[i] for i in images], labels)
+        assert row[0] == pytest.approx(direct["map50"], abs=1e-12)
+        assert row[1] == pytest.approx(direct["map50_95"], abs=1e-12)
+    with pytest.raises(ValueError):
+        resampled_maps(gts, preds[:-1], labels, draws)

@@ -14,7 +14,7 @@ from PIL import Image
 
 from falconet.data.types import Box, Sample
 from falconet.runtime.postprocess import decode_detections as postprocess
-from falconet.training.detection_trainer import predict_detector, train_detector
+from falconet.training.detection_trainer import clearly_better, predict_detector, train_detector
 from falconet.training.detector import Detector, build_detector
 
 SIZE = 64
@@ -90,7 +90,28 @@ def test_training_lowers_the_loss(trained):
     assert history["steps"] == 20, history
     assert np.mean(losses[-2:]) < np.mean(losses[:2]), losses
     assert history["checkpoints"] and "map50" in history["checkpoints"][-1]
+    # the kept checkpoint is the latest one that did not lose to the one kept before it
+    latest_winner = [c for c in history["checkpoints"] if not c["kept_earlier"]][-1]
+    assert history["best_checkpoint"] == latest_winner
     assert not model.training
+
+
+def test_an_earlier_checkpoint_is_kept_only_when_clearly_better():
+    rng = np.random.default_rng(1)
+    truth, exact, shifted, one_missed = [], [], [], []
+    for i in range(30):
+        x, y = rng.uniform(0.05, 0.5, size=2)
+        truth.append([Box("a", x, y, x + 0.4, y + 0.4)])
+        exact.append([("a", 0.9, x, y, x + 0.4, y + 0.4)])
+        # half the boxes placed off their object (IoU ~0.3): a clearly worse model
+        dx = 0.2 if i % 2 else 0.0
+        shifted.append([("a", 0.9, x + dx, y, x + dx + 0.4, y + 0.4)])
+        one_missed.append([] if i == 0 else exact[-1])  # a single image's difference
+    draws = np.random.default_rng(0).integers(0, 30, size=(200, 30))
+    assert clearly_better(exact, shifted, truth, ["a"], draws)
+    assert not clearly_better(shifted, exact, truth, ["a"], draws)
+    assert not clearly_better(exact, one_missed, truth, ["a"], draws)
+    assert not clearly_better(exact, exact, truth, ["a"], draws)
 
 
 def test_predict_gives_sorted_normalised_detections(trained):

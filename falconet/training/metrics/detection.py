@@ -71,20 +71,24 @@ def _match(det: np.ndarray, gt: np.ndarray, thresholds: np.ndarray) -> np.ndarra
     return matched
 
 
-def _collect(
+_Piece = tuple[np.ndarray, np.ndarray, int]  # one image's detections of one tag: scores, matched (T, D), its GT boxes
+
+
+def _image_pieces(
     ground_truth: Sequence[Sequence[Box]],
     predictions: Sequence[Sequence[Sequence[Any]]],
     labels: Sequence[str],
     thresholds: np.ndarray,
     max_detections: int,
-) -> dict[str, _TagMatches]:
+) -> list[dict[int, _Piece]]:
+    """Per image, per tag index: the image's matched detections (highest score first) and GT count.
+
+    Matching never crosses images, so any multiset of images is scored by merging their pieces
+    (what :func:`resampled_maps` does without matching again)."""
     if len(ground_truth) != len(predictions):
         raise ValueError(f"{len(ground_truth)} ground-truth images but {len(predictions)} prediction lists.")
     index = {label: i for i, label in enumerate(labels)}
-    scores: list[list[np.ndarray]] = [[] for _ in labels]
-    matches: list[list[np.ndarray]] = [[] for _ in labels]
-    gt_boxes = [0] * len(labels)
-    gt_images = [0] * len(labels)
+    pieces: list[dict[int, _Piece]] = []
     for image, (truth, preds) in enumerate(zip(ground_truth, predictions)):
         gt_by_tag: dict[int, list[tuple[float, float, float, float]]] = {}
         for box in truth:
@@ -101,22 +105,39 @@ def _collect(
         det_by_tag: dict[int, list[Sequence[Any]]] = {}
         for row in rows:
             det_by_tag.setdefault(index[row[0]], []).append(row)
+        found: dict[int, _Piece] = {}
         for tag in set(gt_by_tag) | set(det_by_tag):
             gt = np.array(gt_by_tag.get(tag, []), dtype=np.float64).reshape(-1, 4)
             dets = det_by_tag.get(tag, [])  # already highest score first
             det = np.array([r[2:6] for r in dets], dtype=np.float64).reshape(-1, 4)
-            scores[tag].append(np.array([float(r[1]) for r in dets], dtype=np.float64))
-            matches[tag].append(_match(det, gt, thresholds))
-            if len(gt):
-                gt_boxes[tag] += len(gt)
-                gt_images[tag] += 1
+            found[tag] = (np.array([float(r[1]) for r in dets], dtype=np.float64), _match(det, gt, thresholds), len(gt))
+        pieces.append(found)
+    return pieces
+
+
+def _merge(pieces: list[dict[int, _Piece]], images: Sequence[int], labels: Sequence[str],
+           thresholds: np.ndarray) -> dict[str, _TagMatches]:
+    """The pieces of ``images`` (in that order, repeats allowed) pooled per tag, sorted by score."""
     out: dict[str, _TagMatches] = {}
     for i, label in enumerate(labels):
-        s = np.concatenate(scores[i]) if scores[i] else np.zeros(0)
-        m = np.concatenate(matches[i], axis=1) if matches[i] else np.zeros((len(thresholds), 0), dtype=bool)
+        mine = [pieces[image][i] for image in images if i in pieces[image]]
+        s = np.concatenate([p[0] for p in mine]) if mine else np.zeros(0)
+        m = np.concatenate([p[1] for p in mine], axis=1) if mine else np.zeros((len(thresholds), 0), dtype=bool)
         order = np.argsort(-s, kind="mergesort")  # stable: ties keep image order, as COCO does
-        out[label] = _TagMatches(s[order], m[:, order], gt_boxes[i], gt_images[i])
+        gt_images = sum(1 for p in mine if p[2])
+        out[label] = _TagMatches(s[order], m[:, order], sum(p[2] for p in mine), gt_images)
     return out
+
+
+def _collect(
+    ground_truth: Sequence[Sequence[Box]],
+    predictions: Sequence[Sequence[Sequence[Any]]],
+    labels: Sequence[str],
+    thresholds: np.ndarray,
+    max_detections: int,
+) -> dict[str, _TagMatches]:
+    pieces = _image_pieces(ground_truth, predictions, labels, thresholds, max_detections)
+    return _merge(pieces, range(len(pieces)), labels, thresholds)
 
 
 def _average_precision(matched: np.ndarray, gt_boxes: int) -> float:
@@ -205,6 +226,30 @@ def evaluate_detections(
     }
 
 
+def resampled_maps(
+    ground_truth: Sequence[Sequence[Box]],
+    predictions: Sequence[Sequence[PredictionTuple]],
+    labels: Sequence[str],
+    draws: np.ndarray,
+    max_detections: int = 100,
+) -> np.ndarray:
+    """mAP@0.5 and mAP@0.5:0.95 of resamples of the images: row k scores images ``draws[k]``.
+
+    For bootstrap comparisons: two models scored on the same ``draws`` give paired figures, so
+    the spread of their difference says whether one is better beyond what the choice of images
+    explains. Each image is matched once; a resample only pools its images' matches. Returns an
+    array of shape (len(draws), 2).
+    """
+    pieces = _image_pieces(ground_truth, predictions, labels, IOU_THRESHOLDS, max_detections)
+    out = np.zeros((len(draws), 2))
+    for k, images in enumerate(np.asarray(draws)):
+        tags = _merge(pieces, images, labels, IOU_THRESHOLDS)
+        aps = np.array([[_average_precision(t.matched[i], t.gt_boxes) for i in range(len(IOU_THRESHOLDS))]
+                        for t in tags.values()])
+        out[k] = (_mean(list(aps[:, 0])), _mean(list(aps.mean(axis=1))))
+    return out
+
+
 def detection_pr_curves(
     ground_truth: Sequence[Sequence[Box]],
     predictions: Sequence[Sequence[PredictionTuple]],
@@ -237,4 +282,4 @@ def detection_pr_curves(
     return curves
 
 
-__all__ = ["evaluate_detections", "detection_pr_curves", "IOU_THRESHOLDS", "RECALL_POINTS"]
+__all__ = ["evaluate_detections", "detection_pr_curves", "resampled_maps", "IOU_THRESHOLDS", "RECALL_POINTS"]
