@@ -265,7 +265,7 @@ def write_table() -> None:
                          f"{_fmt(r['map'])} | {_fmt(r['precision'])} | {_fmt(r['recall'])} | {_fmt(r['train_seconds'])} | "
                          f"{_fmt(r['wall_seconds'])} | {_load(r)} | {_parity(r)} | {r['machine']} | {r['date']} |")
     extra: list[str] = []
-    for module in ("exports", "http_load", "box_voting", "detector_ab"):  # sections other benchmark scripts own, when they have results
+    for module in ("exports", "http_load", "box_voting", "detector_ab", "checkpoint_trajectory"):  # sections other benchmark scripts own, when they have results
         try:
             extra += __import__(module).table_lines()
         except (ImportError, AttributeError):
