@@ -37,16 +37,15 @@ def trajectory(data: str, seed: int, holdout: bool) -> dict[str, Any]:
     sys.path.insert(0, str(HERE))
     import run as bench
     from falconet.data.detection import read_detection
-    from falconet.data.splits import stratified_split
     from falconet.training.detection_trainer import train_detector
+    from falconet.training.pipeline import detection_inner_split
 
     with tempfile.TemporaryDirectory() as work:
         train_root, test_root = bench._prepare_split(data, Path(work))
         train, test = read_detection(train_root), read_detection(test_root)
         samples = list(train.samples)
-        if holdout:  # the images the pipeline trains on (pipeline seed -> inner split seed + 1)
-            inner, _ = stratified_split(samples, 0.15, seed + 1)
-            samples = [samples[i] for i in inner]
+        if holdout:  # the images the pipeline trains on
+            samples, _ = detection_inner_split(samples, seed)
         _, history = train_detector(samples, train.labels, budget_s=BUDGET_S[data], mode="advanced",
                                     val=list(test.samples), seed=seed)
     return {"data": data, "seed": seed, "holdout": holdout, "train_images": len(samples),

@@ -39,7 +39,7 @@ from falconet.core.preprocess import InputContract, preprocess
 from falconet.data.types import Box, Sample
 from falconet.runtime.postprocess import BOX_VOTE_IOU, decode_detections
 from falconet.training.detector import Detector, build_detector, detection_loss
-from falconet.training.metrics.detection import PredictionTuple, evaluate_detections, resampled_maps
+from falconet.training.metrics.detection import PredictionTuple, resampled_maps
 
 ProgressFn = Callable[[dict], None]
 
@@ -286,12 +286,6 @@ def _named(detections: list[list[tuple[int, float, float, float, float, float]]]
     return [[(labels[c], s, x1, y1, x2, y2) for (c, s, x1, y1, x2, y2) in dets] for dets in detections]
 
 
-def evaluate_model(model: Detector, images: Sequence[Any], ground_truth: list[list[Box]], labels: list[str]
-                   ) -> dict[str, Any]:
-    """mAP of ``model`` on preprocessed images (or paths) against their boxes."""
-    return evaluate_detections(ground_truth, _named(predict_detector(model, images), labels), labels)
-
-
 def _checkpoint_score(maps: np.ndarray) -> np.ndarray:
     """How checkpoints are ranked: mAP@0.5, with mAP@0.5:0.95 breaking near-ties."""
     return maps[..., 0] + 0.1 * maps[..., 1]
@@ -310,8 +304,13 @@ def clearly_better(a: list[list[PredictionTuple]], b: list[list[PredictionTuple]
     fruit and raccoon), the final checkpoint's mAP@0.5 was the best or within 0.001 of it every
     time (fruit 0.857-0.897).
     """
-    diff = (_checkpoint_score(resampled_maps(ground_truth, a, labels, draws))
-            - _checkpoint_score(resampled_maps(ground_truth, b, labels, draws)))
+    return _clearly_higher(_checkpoint_score(resampled_maps(ground_truth, a, labels, draws)),
+                           _checkpoint_score(resampled_maps(ground_truth, b, labels, draws)), standard_errors)
+
+
+def _clearly_higher(a: np.ndarray, b: np.ndarray, standard_errors: float = 2.0) -> bool:
+    """Paired resampled scores: ``a`` higher by more than ``standard_errors`` of the difference's spread."""
+    diff = a - b
     return bool(diff.mean() > standard_errors * diff.std())
 
 
@@ -676,8 +675,9 @@ def _train(
     step = 0
     seen = 0
     est_total = 0
-    best_found: list[list[PredictionTuple]] | None = None  # the kept checkpoint's validation detections
-    draws = np.random.default_rng(seed).integers(0, max(1, len(val_inputs)), size=(BOOTSTRAP_DRAWS, len(val_inputs)))
+    best_scores: np.ndarray | None = None  # the kept checkpoint's scores on the resamples
+    n_val = len(val_inputs)
+    draws = np.vstack([np.arange(n_val), np.random.default_rng(seed).integers(0, max(1, n_val), size=(BOOTSTRAP_DRAWS, n_val))])
     best_state: dict[str, torch.Tensor] | None = None
     best_info: dict[str, Any] | None = None
     running: float | None = None
@@ -694,13 +694,15 @@ def _train(
                 report("evaluate", step, est_total, running)
                 t_eval = time.monotonic()
                 found = _named(predict_detector(ema.shadow, [v.astype(np.float32) for v in val_inputs]), labels)
-                metrics = evaluate_detections(val_truth, found, labels)
-                info.update(map50=round(float(metrics["map50"]), 4), map50_95=round(float(metrics["map50_95"]), 4))
+                # row 0 scores the validation images as they are, the rest are the bootstrap's resamples
+                maps = resampled_maps(val_truth, found, labels, draws)
+                info.update(map50=round(float(maps[0, 0]), 4), map50_95=round(float(maps[0, 1]), 4))
+                scores = _checkpoint_score(maps[1:])
                 # the latest checkpoint wins unless the one kept so far is clearly better on these images
-                kept = best_found is not None and clearly_better(best_found, found, val_truth, labels, draws)
+                kept = best_scores is not None and _clearly_higher(best_scores, scores)
                 info["kept_earlier"] = kept
                 if not kept:
-                    best_found = found
+                    best_scores = scores
                     best_state = {k: v.detach().clone() for k, v in ema.shadow.state_dict().items()}
                     best_info = info
                 eval_s = time.monotonic() - t_eval

@@ -123,6 +123,13 @@ def output_contract(task: str, labels: Sequence[str], model: Any) -> dict[str, A
 
 # ------------------------------------------------------------------ training of one model
 
+def detection_inner_split(samples: Sequence[Sample], seed: int) -> tuple[list[Sample], list[Sample]]:
+    """(train, validation): the images an advanced detector trains on, and the 15 % it keeps back
+    to choose among its checkpoints (benchmarks/checkpoint_trajectory.py trains on the same ones)."""
+    inner, inner_val = stratified_split(samples, 0.15, seed + 1)
+    return [samples[i] for i in inner], [samples[i] for i in inner_val]
+
+
 def _train_model(samples: Sequence[Sample], dataset: Dataset, domain: Domain, mode: str, budget_s: float | None,
                  seed: int, progress: Progress | None, bank: Any = None,
                  bank_images: Sequence[int] | None = None) -> tuple[Any, dict[str, Any]]:
@@ -133,9 +140,7 @@ def _train_model(samples: Sequence[Sample], dataset: Dataset, domain: Domain, mo
         val = None
         samples = list(samples)
         if mode == "advanced" and len(samples) >= 30:
-            inner, inner_val = stratified_split(samples, 0.15, seed + 1)
-            val = [samples[i] for i in inner_val]
-            samples = [samples[i] for i in inner]
+            samples, val = detection_inner_split(samples, seed)
         return train_detector(samples, dataset.labels, backbone=domain.backbone, input_size=domain.input_size,
                               budget_s=budget, mode=mode, val=val, seed=seed, progress=progress,
                               flip_tta=domain.flip_tta)
