@@ -52,6 +52,9 @@ class TrainRequest:
     threshold: float = 0.5
     overlap: float = 0.5
     project: str = ""
+    #: detection only: train exactly this many steps instead of to the clock, so the same data and
+    #: seed give the same detector on a slow machine as on a fast one (tests, reproducible comparisons)
+    detector_steps: int | None = None
 
 
 @dataclass
@@ -130,9 +133,10 @@ def detection_inner_split(samples: Sequence[Sample], seed: int) -> tuple[list[Sa
     return [samples[i] for i in inner], [samples[i] for i in inner_val]
 
 
-def _train_model(samples: Sequence[Sample], dataset: Dataset, domain: Domain, mode: str, budget_s: float | None,
-                 seed: int, progress: Progress | None, bank: Any = None,
+def _train_model(request: TrainRequest, samples: Sequence[Sample], dataset: Dataset, domain: Domain,
+                 budget_s: float | None, progress: Progress | None, bank: Any = None,
                  bank_images: Sequence[int] | None = None) -> tuple[Any, dict[str, Any]]:
+    mode, seed = request.mode, request.seed
     if domain.kind == "detection":
         from falconet.training.detection_trainer import train_detector
 
@@ -143,7 +147,8 @@ def _train_model(samples: Sequence[Sample], dataset: Dataset, domain: Domain, mo
             samples, val = detection_inner_split(samples, seed)
         return train_detector(samples, dataset.labels, backbone=domain.backbone, input_size=domain.input_size,
                               budget_s=budget, mode=mode, val=val, seed=seed, progress=progress,
-                              flip_tta=domain.flip_tta)
+                              flip_tta=domain.flip_tta,
+                              overrides={"steps": request.detector_steps} if request.detector_steps else None)
     from falconet.training.classification_trainer import train_classifier
 
     result = train_classifier(samples, dataset.labels, dataset.task, domain, mode=mode, budget_s=budget_s, seed=seed,
@@ -238,8 +243,8 @@ def train_package(request: TrainRequest, progress: Progress | None = None,
             train_idx = [i for i in range(len(samples)) if i not in held_set]
             if progress:
                 progress({"phase": f"fold {f + 1}/{k}", "step": 0, "total": 1})
-            model, _ = _train_model([samples[i] for i in train_idx], dataset, domain, request.mode, fold_budget,
-                                    request.seed, progress, bank, train_idx)
+            model, _ = _train_model(request, [samples[i] for i in train_idx], dataset, domain, fold_budget, progress,
+                                    bank, train_idx)
             metrics, rows = evaluate_predictor(predictor_for(model), [samples[i] for i in held], dataset.labels,
                                                dataset.task, request.threshold, request.overlap, root)
             fold_metrics.append(metrics)
@@ -252,7 +257,7 @@ def train_package(request: TrainRequest, progress: Progress | None = None,
         metrics.update(summarize_folds(fold_metrics))
         metrics["folds"] = k
         split.update({"k": k, "folds": [[_relative(samples[i].path, root) for i in fold] for fold in folds]})
-        model, history = _train_model(samples, dataset, domain, request.mode, fold_budget, request.seed, progress,
+        model, history = _train_model(request, samples, dataset, domain, fold_budget, progress,
                                       bank, list(range(len(samples))) if bank else None)
         split["note"] = (f"Metrics are pooled over {k}-fold cross-validation (each image scored by a model that did "
                          "not train on it); the shipped model was then trained on all images.")
@@ -272,7 +277,7 @@ def train_package(request: TrainRequest, progress: Progress | None = None,
             eval_root = Path(val_dataset.source)
             split.update({"source": str(eval_root.resolve()),
                           "held_out": [_relative(s.path, eval_root) for s in eval_samples]})
-        model, history = _train_model(train_samples, dataset, domain, request.mode, request.budget_s, request.seed, progress)
+        model, history = _train_model(request, train_samples, dataset, domain, request.budget_s, progress)
         if progress:
             progress({"phase": "evaluate", "step": 0, "total": len(eval_samples)})
         metrics, per_image = evaluate_predictor(predictor_for(model), eval_samples, dataset.labels, dataset.task,
@@ -285,6 +290,7 @@ def train_package(request: TrainRequest, progress: Progress | None = None,
     manifest.training = {
         "mode": request.mode,
         "budget_s": request.budget_s,
+        **({"detector_steps": request.detector_steps} if request.detector_steps else {}),
         "seconds": round(time.monotonic() - started, 1),
         "data": {"source": str(Path(dataset.source).resolve()), "format": dataset.format,
                  "images": len(samples), "per_tag": dataset.counts(),

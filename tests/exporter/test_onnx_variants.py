@@ -21,19 +21,19 @@ CASES = [(task, name) for task, names in PLAN.items() for name in names]
 FILES = {"onnx-fp16": "model-fp16.onnx", "onnx-int8": "model-int8.onnx"}
 
 #: largest raw box/score difference from torch on the detector: fp16 rounding, int8 resolution
-#: (0.07-0.10 measured on the trained raccoon detector of benchmarks/)
+#: (0.07-0.10 measured on the trained raccoon detector of benchmarks/, 0.02 on the fixture's)
 RAW_LIMIT = {"onnx-fp16": 2e-3, "onnx-int8": 0.15}
 
 @pytest.fixture(scope="module")
 def exported(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """task -> a package copy holding its exported files. The detection files are kept whatever
-    their mAP figure: see test_detection_figures for why that figure is judged apart."""
+    """task -> a package copy holding its exported files (the export refuses a file whose metric
+    drops more than the tolerance, so every file here held it)."""
     from falconet.exporter.registry import export
 
     packages = {}
     for task, names in PLAN.items():
         package = copy_package(request.getfixturevalue(f"{task}_package"), tmp_path_factory.mktemp(f"onnx-variants-{task}"))
-        export(package, list(names), accept_degradation=task == "detection")
+        export(package, list(names))
         packages[task] = package
     return packages
 
@@ -73,16 +73,14 @@ def test_manifest_entry(exported: dict[str, Path], task: str, name: str) -> None
     assert parity["runtime"].startswith("onnxruntime ") and FILES[name] in parity["runtime"]
     assert parity["metric"] == ("accuracy" if task == "multiclass" else "map")
     assert parity["metric_drop"] == pytest.approx(parity["reference_metric"] - parity["metric_value"])
-    if task != "detection":
-        assert parity["within_tolerance"] is True and parity["metric_drop"] <= 0.01, parity
+    assert parity["within_tolerance"] is True and parity["metric_drop"] <= 0.01, parity
 
 
 @pytest.mark.parametrize("name", FORMATS)
 def test_detection_figures(exported: dict[str, Path], name: str) -> None:
-    """Raw boxes and scores stay close to torch, and the mAP figure is recorded honestly. The fixture
-    detector trains for a few steps: its scores differ by ~1e-4 between all candidates, so even
-    fp16 rounding reorders them and its mAP is noise; the mAP drop is held to the tolerance
-    whenever the reference scores carry a real ranking."""
+    """Raw boxes and scores stay close to torch, and the mAP figure is recorded honestly. The mAP
+    drop says something only because the fixture detector ranks its candidates (see conftest): a
+    barely trained one scores them all within 1e-3, and any rounding reorders them."""
     import falconet
     from falconet.exporter.parity import METRIC_DROP_TOLERANCE, check
 
@@ -91,8 +89,8 @@ def test_detection_figures(exported: dict[str, Path], name: str) -> None:
     assert parity["within_tolerance"] == (not check(parity, "detection", METRIC_DROP_TOLERANCE))
     assert max(parity["raw_max_box_diff"], parity["raw_max_score_diff"]) <= RAW_LIMIT[name], parity
     scores = _raw(falconet.load(package, backend="torch"), _held_out(package))[1]
-    if np.ptp(scores.max(axis=2)) > 0.1:
-        assert parity["within_tolerance"], parity
+    assert np.ptp(scores.max(axis=2)) > 0.1, "the fixture detector should rank its candidates"
+    assert parity["within_tolerance"], parity
 
 
 @pytest.mark.parametrize("task,name", CASES)
@@ -107,18 +105,17 @@ def test_predictions_match_torch(exported: dict[str, Path], task: str, name: str
     if task == "detection":
         got, want = _raw(candidate, images), _raw(reference, images)
         assert max(float(np.abs(a - b).max()) for a, b in zip(got, want)) <= RAW_LIMIT[name]
-        # confident detections are found again (the fixture's barely trained detector may have none:
-        # its candidates all score ~0.07 within 1e-4 of each other, where NMS picks are ties)
+        # confident detections are found again
         found = matched = 0
         for image, best in zip(images, want[1].max(axis=(1, 2))):
-            if best < 0.3:  # nothing confident here; NMS over 4000 near-tied candidates would only cost time
+            if best < 0.3:  # nothing confident on this image
                 continue
             for p in reference.predict(image, threshold=0.3):
                 found += 1
                 same = [q.bounding_box.to_xyxy() for q in candidate.predict(image, threshold=0.2) if q.tag_index == p.tag_index]
                 if same and iou_matrix(np.array([p.bounding_box.to_xyxy()]), np.array(same)).max() >= 0.9:
                     matched += 1
-        assert matched >= 0.9 * found, (matched, found)
+        assert found and matched >= 0.9 * found, (matched, found)
         return
     got, want = _raw(candidate, images)[0], _raw(reference, images)[0]
     if task == "multiclass":
