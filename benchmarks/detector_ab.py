@@ -61,11 +61,10 @@ def run_one(spec: dict[str, Any], device: str) -> dict[str, Any]:
         _use_device(device)
     import run as bench
     from falconet.core.preprocess import InputContract, preprocess
-    from falconet.data.splits import stratified_split
     from falconet.training import detection_trainer as trainer
     from falconet.training import detector
     from falconet.training.metrics.detection import evaluate_detections
-    from falconet.training.pipeline import read_dataset
+    from falconet.training.pipeline import detection_inner_split, read_dataset
 
     constants = dict(spec.get("constants", {}))  # e.g. {"_TASK_TOPK": 16}
     if "radius" in spec:  # the earlier rounds' name for the centre-sampling radius
@@ -77,12 +76,12 @@ def run_one(spec: dict[str, Any], device: str) -> dict[str, Any]:
     train_dir, test_dir = bench._prepare_split(spec["data"], Path(tempfile.mkdtemp()))
     dataset = read_dataset(train_dir)
     samples = list(dataset.samples)
-    inner, inner_val = stratified_split(samples, 0.15, 1)  # as pipeline._train_model
+    inner, inner_val = detection_inner_split(samples, 0)  # the pipeline's, for seed 0 whatever the spec's
     overrides = {"steps": int(spec["steps"]), "threads": 1, "fuse": device == "cpu", **spec.get("overrides", {})}
     started = time.time()
     model, history = trainer.train_detector(
-        [samples[i] for i in inner], dataset.labels, budget_s=1e9, mode=spec.get("mode", "advanced"),
-        val=[samples[i] for i in inner_val], seed=int(spec.get("seed", 0)), overrides=overrides,
+        inner, dataset.labels, budget_s=1e9, mode=spec.get("mode", "advanced"),
+        val=inner_val, seed=int(spec.get("seed", 0)), overrides=overrides,
         input_size=int(spec.get("input_size", 320)))
     seconds = time.time() - started
     test = list(read_dataset(test_dir, for_training=False).samples)

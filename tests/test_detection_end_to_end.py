@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import draw_scene
+from conftest import DETECTION_FIXTURE_STEPS, draw_scene
 from falconet.cli import app
 
 runner = CliRunner()
@@ -94,3 +94,12 @@ def test_predictor_applies_the_box_voting_its_manifest_names(detector: Path, tmp
         assert [(p.tag_index, round(p.probability, 6)) for p in got] == [(c, round(s, 6)) for c, s, *_ in expected]
         for p, (_, _, x1, y1, x2, y2) in zip(got, expected):
             assert p.bounding_box.to_xyxy() == pytest.approx((x1, y1, x2, y2), abs=1e-6)
+
+
+def test_a_step_count_replaces_the_clock(detection_package: Path) -> None:
+    """TrainRequest.detector_steps trains exactly that many steps and the manifest says so (the
+    session fixture is trained this way so that it is the same model on any machine)."""
+    training = json.loads((detection_package / "manifest.json").read_text())["training"]
+    assert training["detector_steps"] == DETECTION_FIXTURE_STEPS
+    assert training["history"]["steps"] == DETECTION_FIXTURE_STEPS
+    assert training["history"]["recipe"]["steps"] == DETECTION_FIXTURE_STEPS
