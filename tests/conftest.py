@@ -130,7 +130,7 @@ DETECTION_FIXTURE_STEPS = 40
 @pytest.fixture(scope="session")
 def detection_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A quick-mode detector trained for exactly DETECTION_FIXTURE_STEPS steps, so it is the same
-    model on a busy machine as on a quiet one. Its best score per held-out image is 0.35-0.40 and
+    model (up to float rounding) on a busy machine as on a quiet one. Its best score per held-out image is 0.35-0.40 and
     its candidates' best scores span 0.08-0.40: a real ranking, which the fp16/int8 tests rely on."""
     root = tmp_path_factory.mktemp("detection")
     regions = {}

@@ -103,3 +103,27 @@ def test_a_step_count_replaces_the_clock(detection_package: Path) -> None:
     assert training["detector_steps"] == DETECTION_FIXTURE_STEPS
     assert training["history"]["steps"] == DETECTION_FIXTURE_STEPS
     assert training["history"]["recipe"]["steps"] == DETECTION_FIXTURE_STEPS
+
+
+def test_advanced_mode_chooses_among_checkpoints_on_an_inner_split(tmp_path: Path) -> None:
+    """Advanced detection with >= 30 training images keeps 15 % of them back and scores each
+    checkpoint there; a short run that passes several checkpoint fractions in one step scores once."""
+    from falconet.training.pipeline import TrainRequest, train_package
+
+    regions = {}
+    for t, tag in enumerate(("square", "disc")):
+        for i in range(20):
+            name = f"{tag}_{i}.jpg"
+            regions[name] = [draw_scene(tmp_path / "data" / tag / name, tag, 100 * t + i)]
+    (tmp_path / "data" / "regions.json").write_text(json.dumps(regions))
+    result = train_package(TrainRequest(data=tmp_path / "data", out=tmp_path / "package", mode="advanced",
+                                        detector_steps=6))
+    split, history = result.manifest.training["split"], result.history
+    assert split["method"] == "holdout" and split["train_images"] == 32
+    assert history["images"] == 27  # 5 of the 32 validate the checkpoints
+    steps = [c["step"] for c in history["checkpoints"]]
+    assert steps == sorted(set(steps)) and steps[-1] == history["steps"] == 6, steps
+    assert all({"map50", "map50_95", "kept_earlier"} <= set(c) for c in history["checkpoints"])
+    assert not history["checkpoints"][0]["kept_earlier"]
+    replaced = [c for c in history["checkpoints"] if not c["kept_earlier"]]
+    assert history["best_checkpoint"] == replaced[-1]

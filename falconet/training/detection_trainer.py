@@ -713,8 +713,11 @@ def _train(
                     if remaining else train_budget
                 eval_estimate = eval_s
             history["checkpoints"].append(info)
+            # a short run may pass several fractions in one step: this one stands for them all
             next_checkpoint += 1
-            if next_checkpoint >= len(checkpoints):
+            while next_checkpoint < len(checkpoints) and t >= checkpoints[next_checkpoint]:
+                next_checkpoint += 1
+            if next_checkpoint >= len(checkpoints) or t >= 1.0:
                 break
             continue
 
