@@ -14,10 +14,8 @@ benchmarks/results/box_voting.md (latest row per package), which RESULTS.md incl
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -89,27 +87,22 @@ def write_table() -> None:
     TABLE.write_text("\n".join(lines) + "\n")
 
 
-def table_lines() -> list[str]:
-    """The latest rows' table, for benchmarks/run.py to put in RESULTS.md."""
-    return ["", *TABLE.read_text().rstrip("\n").splitlines()] if TABLE.exists() else []
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("packages", nargs="+", help="names of packages in benchmarks/packages (or paths)")
     args = parser.parse_args()
     sys.path.insert(0, str(HERE))
+    import run as bench
+
     OUT.mkdir(exist_ok=True)
     for name in args.packages:
         package = Path(name) if os.sep in name else HERE / "packages" / name
         if not (package / "model.onnx").is_file():
             raise SystemExit(f"{package} has no model.onnx: keep it with `python benchmarks/run.py RUN --keep` first")
         row = compare(package, _run_name(package))
-        row["date"] = dt.datetime.now().isoformat(timespec="minutes")
-        row["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                       cwd=HERE).stdout.strip()
-        with open(ROWS, "a") as fh:
-            fh.write(json.dumps(row) + "\n")
+        row.update(bench.stamp())
+        bench.append_row(ROWS, row)
         print(json.dumps(row))
     write_table()
 

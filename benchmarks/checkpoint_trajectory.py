@@ -16,9 +16,7 @@ benchmarks/results/checkpoint_trajectory.md, which RESULTS.md includes.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -74,10 +72,6 @@ def write_table() -> None:
     TABLE.write_text("\n".join(lines) + "\n")
 
 
-def table_lines() -> list[str]:
-    """The table, for benchmarks/run.py to put in RESULTS.md."""
-    return ["", *TABLE.read_text().rstrip("\n").splitlines()] if TABLE.exists() else []
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -87,11 +81,10 @@ def main() -> None:
     args = parser.parse_args()
     OUT.mkdir(exist_ok=True)
     row = trajectory(args.data, args.seed, args.holdout)
-    row["date"] = dt.datetime.now().isoformat(timespec="minutes")
-    row["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                   cwd=HERE).stdout.strip()
-    with open(ROWS, "a") as fh:
-        fh.write(json.dumps(row) + "\n")
+    import run as bench
+
+    row.update(bench.stamp())
+    bench.append_row(ROWS, row)
     print(json.dumps(row))
     write_table()
 

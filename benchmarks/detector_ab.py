@@ -161,10 +161,6 @@ def write_table(rows: list[dict[str, Any]]) -> None:
     TABLE.write_text("\n".join(lines) + "\n")
 
 
-def table_lines() -> list[str]:
-    """This section, for benchmarks/run.py to put in RESULTS.md."""
-    return ["", *TABLE.read_text().rstrip("\n").splitlines()] if TABLE.exists() else []
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -12,11 +12,9 @@ goes through the full Predictor like every other figure.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -53,10 +51,9 @@ def measure_package(package: Path, formats: list[str]) -> list[dict[str, Any]]:
     from falconet.exporter.parity import parity_samples
     from falconet.exporter.registry import TARGETS, export
     from falconet.training.pipeline import evaluate_predictor
-    from run import machine
+    from run import machine, stamp
 
     rows = []
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
     for name in formats:
         load_before = os.getloadavg()[0]
         started = time.monotonic()
@@ -77,8 +74,7 @@ def measure_package(package: Path, formats: list[str]) -> list[dict[str, Any]]:
             metrics, _ = evaluate_predictor(predictor, samples, predictor.labels, predictor.manifest.task)
             row.update({"accuracy": metrics.get("accuracy"), "map": metrics.get("map"), "map50": metrics.get("map50"),
                         "map50_95": metrics.get("map50_95"), "images": len(samples), "runtime": entry["parity"].get("runtime")})
-        row.update({"load": [round(load_before, 1), round(os.getloadavg()[0], 1)], "machine": machine(),
-                    "date": dt.datetime.now().isoformat(timespec="minutes"), "commit": commit})
+        row.update({"load": [round(load_before, 1), round(os.getloadavg()[0], 1)], "machine": machine(), **stamp()})
         rows.append(row)
         print(json.dumps(row), flush=True)
     return rows

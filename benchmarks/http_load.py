@@ -38,6 +38,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 OUT = HERE / "results"
+TABLE = OUT / "http_load.md"  #: the latest run's table (RESULTS.md includes it)
 DEFAULT_PACKAGE = HERE / "packages" / "hymenoptera-quick"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
 
@@ -205,12 +206,6 @@ def markdown(row: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def table_lines() -> list[str]:
-    """The latest run's table, for benchmarks/run.py to put in RESULTS.md."""
-    latest = OUT / "http_load.md"
-    return ["", *latest.read_text().rstrip("\n").splitlines()] if latest.exists() else []
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("package", nargs="?", type=Path, default=DEFAULT_PACKAGE)
@@ -269,8 +264,8 @@ def main() -> None:
         OUT.mkdir(exist_ok=True)
         with open(OUT / "http_load.jsonl", "a") as fh:
             fh.write(json.dumps(row) + "\n")
-        (OUT / "http_load.md").write_text(table)
-        print(f"wrote {OUT / 'http_load.jsonl'} and {OUT / 'http_load.md'}")
+        TABLE.write_text(table)
+        print(f"wrote {OUT / 'http_load.jsonl'} and {TABLE}")
 
 
 if __name__ == "__main__":

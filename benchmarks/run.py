@@ -126,6 +126,17 @@ def _summary(history: dict[str, Any]) -> dict[str, Any]:
     return keep
 
 
+def stamp() -> dict[str, str]:
+    """When a row was measured and by which commit's code."""
+    return {"date": dt.datetime.now().isoformat(timespec="minutes"),
+            "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()}
+
+
+def append_row(path: Path, row: dict[str, Any]) -> None:
+    with open(path, "a") as fh:
+        fh.write(json.dumps(row) + "\n")
+
+
 def machine() -> str:
     """The CPU with the instruction-set features speed depends on (int8 files need VNNI or SDOT to gain)."""
     import torch
@@ -172,8 +183,7 @@ def run(name: str, domain: str | None = None, keep: bool = False) -> dict[str, A
             # 1-minute load average before and after: above ~2 on 2 cores, something else shared the CPU
             "history": _summary(history),
             "load": [round(load_before, 1), round(os.getloadavg()[0], 1)],
-            "date": dt.datetime.now().isoformat(timespec="minutes"), "machine": machine(),
-            "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip(),
+            "machine": machine(), **stamp(),
         }
         if keep:
             # The held-out/validation images stay reachable: the split points at the shared datasets
@@ -186,8 +196,7 @@ def run(name: str, domain: str | None = None, keep: bool = False) -> dict[str, A
                     shutil.rmtree(PACKAGES / folder.name, ignore_errors=True)
                     shutil.copytree(folder, PACKAGES / folder.name, symlinks=True)
             _repoint(target, work, PACKAGES)
-    with open(RESULTS, "a") as fh:
-        fh.write(json.dumps(row) + "\n")
+    append_row(RESULTS, row)
     return row
 
 
@@ -246,6 +255,15 @@ def _detection_repeats(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _section(module: Any) -> list[str]:
+    """Another benchmark script's part of RESULTS.md: the lines it builds (``table_lines``) or the
+    markdown table it last wrote (``TABLE``)."""
+    if hasattr(module, "table_lines"):
+        return module.table_lines()
+    table = getattr(module, "TABLE", None)
+    return ["", *table.read_text().rstrip("\n").splitlines()] if table is not None and table.exists() else []
+
+
 def write_table() -> None:
     rows = [json.loads(l) for l in RESULTS.read_text().splitlines() if l.strip()] if RESULTS.exists() else []
     latest: dict[tuple[str, str], dict[str, Any]] = {}
@@ -293,8 +311,8 @@ def write_table() -> None:
     extra: list[str] = []
     for module in ("exports", "http_load", "box_voting", "detector_ab", "checkpoint_trajectory"):  # sections other benchmark scripts own, when they have results
         try:
-            extra += __import__(module).table_lines()
-        except (ImportError, AttributeError):
+            extra += _section(__import__(module))
+        except ImportError:
             pass
     TABLE.write_text("\n".join(lines + det_lines + extra) + "\n")
 

@@ -120,6 +120,17 @@ def draw_scene(path: Path, tag: str, seed: int) -> list[float]:
     return [x / size, y / size, w / size, w / size]
 
 
+def draw_scenes(data: Path, per_tag: int) -> Path:
+    """``per_tag`` squares and discs as Custom Vision regions (a folder per tag plus regions.json)."""
+    regions = {}
+    for t, tag in enumerate(("square", "disc")):
+        for i in range(per_tag):
+            name = f"{tag}_{i}.jpg"
+            regions[name] = [draw_scene(data / tag / name, tag, 100 * t + i)]
+    (data / "regions.json").write_text(json.dumps(regions))
+    return data
+
+
 #: A wall-clock budget (20 s: 29 steps on a quiet 2-core machine, more or fewer elsewhere) left its
 #: confidence to the machine's speed: near 30 steps its best score (~0.18) sits barely above its
 #: other candidates, where int8 rounding may reorder them (CI on 2026-11-27: an int8 mAP drop
@@ -133,13 +144,7 @@ def detection_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model (up to float rounding) on a busy machine as on a quiet one. Its best score per held-out image is 0.35-0.40 and
     its candidates' best scores span 0.08-0.40: a real ranking, which the fp16/int8 tests rely on."""
     root = tmp_path_factory.mktemp("detection")
-    regions = {}
-    for t, tag in enumerate(("square", "disc")):
-        for i in range(18):
-            name = f"{tag}_{i}.jpg"
-            regions[name] = [draw_scene(root / "data" / tag / name, tag, 100 * t + i)]
-    (root / "data" / "regions.json").write_text(json.dumps(regions))
-    return _train(root / "data", root / "package", detector_steps=DETECTION_FIXTURE_STEPS)
+    return _train(draw_scenes(root / "data", 18), root / "package", detector_steps=DETECTION_FIXTURE_STEPS)
 
 
 def copy_package(package: Path, tmp_path: Path) -> Path:

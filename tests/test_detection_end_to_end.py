@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import DETECTION_FIXTURE_STEPS, draw_scene
+from conftest import DETECTION_FIXTURE_STEPS, draw_scene, draw_scenes
 from falconet.cli import app
 
 runner = CliRunner()
@@ -26,14 +26,8 @@ def _run(*args: str) -> str:
 @pytest.fixture(scope="module")
 def detector(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("det")
-    regions = {}
-    for t, tag in enumerate(("square", "disc")):
-        for i in range(15):
-            name = f"{tag}_{i}.jpg"
-            regions[name] = [draw_scene(root / "data" / tag / name, tag, 100 * t + i)]
-    (root / "data" / "regions.json").write_text(json.dumps(regions))
     out = root / "runs" / "shapes"
-    _run("train", str(root / "data"), "--out", str(out), "--budget", "20s")
+    _run("train", str(draw_scenes(root / "data", 15)), "--out", str(out), "--budget", "20s")
     return out
 
 
@@ -110,14 +104,8 @@ def test_advanced_mode_chooses_among_checkpoints_on_an_inner_split(tmp_path: Pat
     checkpoint there; a short run that passes several checkpoint fractions in one step scores once."""
     from falconet.training.pipeline import TrainRequest, train_package
 
-    regions = {}
-    for t, tag in enumerate(("square", "disc")):
-        for i in range(20):
-            name = f"{tag}_{i}.jpg"
-            regions[name] = [draw_scene(tmp_path / "data" / tag / name, tag, 100 * t + i)]
-    (tmp_path / "data" / "regions.json").write_text(json.dumps(regions))
-    result = train_package(TrainRequest(data=tmp_path / "data", out=tmp_path / "package", mode="advanced",
-                                        detector_steps=6))
+    result = train_package(TrainRequest(data=draw_scenes(tmp_path / "data", 20), out=tmp_path / "package",
+                                        mode="advanced", detector_steps=6))
     split, history = result.manifest.training["split"], result.history
     assert split["method"] == "holdout" and split["train_images"] == 32
     assert history["images"] == 27  # 5 of the 32 validate the checkpoints
