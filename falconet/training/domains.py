@@ -77,7 +77,9 @@ DOMAINS: dict[str, Domain] = {
             # it trains ~2.5x fewer steps than general-compact: raccoon 0.980 / 0.570 against
             # 0.972 / 0.562, fruit 0.848 / 0.533 against 0.873 / 0.537. Freezing its backbone up
             # to stride 16 instead of 8 (219 steps instead of 184) scored lower on raccoon (0.952 /
-            # 0.554), so it was not kept.
+            # 0.554), so it was not kept. With task-aligned assignment (the current recipe, which
+            # needs more steps to pay off) it reached only 137 steps in 9 minutes: raccoon 0.951 /
+            # 0.519 against general-compact's 0.955 / 0.576 (mean of four runs), 2026-11-28.
             "general-detection", "detection", "efficientnet-lite2", 416,
             "The same detector on EfficientNet-Lite2 at 416 px with a test-time mirror view: a finer "
             "input for small objects and tighter boxes, for about 5x the inference time of "
