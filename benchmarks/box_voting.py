@@ -87,7 +87,6 @@ def write_table() -> None:
     TABLE.write_text("\n".join(lines) + "\n")
 
 
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("packages", nargs="+", help="names of packages in benchmarks/packages (or paths)")

@@ -72,7 +72,6 @@ def write_table() -> None:
     TABLE.write_text("\n".join(lines) + "\n")
 
 
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("data", choices=sorted(BUDGET_S))

@@ -161,7 +161,6 @@ def write_table(rows: list[dict[str, Any]]) -> None:
     TABLE.write_text("\n".join(lines) + "\n")
 
 
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("specs", type=Path)
