@@ -39,6 +39,7 @@ from falconet.core.preprocess import InputContract, preprocess
 from falconet.data.types import Box, Sample
 from falconet.runtime.postprocess import BOX_VOTE_IOU, decode_detections
 from falconet.training.detector import Detector, build_detector, detection_loss
+from falconet.training.heap import heap_allocation
 from falconet.training.metrics.detection import PredictionTuple, resampled_maps
 
 ProgressFn = Callable[[dict], None]
@@ -570,9 +571,10 @@ def train_detector(
     """
     threads_before = torch.get_num_threads()
     try:
-        return _train(train, labels, backbone=backbone, input_size=input_size, budget_s=budget_s, mode=mode,
-                      val=val, seed=seed, progress=progress, pretrained=pretrained, overrides=overrides,
-                      flip_tta=flip_tta)
+        with heap_allocation():  # large activations without fresh page faults each step (see heap)
+            return _train(train, labels, backbone=backbone, input_size=input_size, budget_s=budget_s, mode=mode,
+                          val=val, seed=seed, progress=progress, pretrained=pretrained, overrides=overrides,
+                          flip_tta=flip_tta)
     finally:  # the thread tuner changes a process-wide setting: put it back
         torch.set_num_threads(threads_before)
 
