@@ -29,6 +29,7 @@ from falconet.data.types import Sample
 from falconet.training.augment import augmented_view, flipped
 from falconet.training.classifier import ClassifierNet
 from falconet.training.domains import Domain
+from falconet.training.heap import on_heap
 
 Progress = Callable[[dict[str, Any]], None]
 L2_GRID = (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0)
@@ -398,6 +399,7 @@ def _run_stages(model: ClassifierNet, x: torch.Tensor, start: int, stop: int | N
     return x
 
 
+@on_heap
 def train_classifier(samples: Sequence[Sample], labels: Sequence[str], task: str, domain: Domain, *, mode: str = "quick",
                      budget_s: float | None = None, seed: int = 0, progress: Progress | None = None,
                      pretrained: bool = True, bank: FeatureBank | None = None,
@@ -448,6 +450,7 @@ def train_classifier(samples: Sequence[Sample], labels: Sequence[str], task: str
     return TrainedClassifier(model, history)
 
 
+@on_heap
 def build_bank(samples: Sequence[Sample], domain: Domain, seed: int = 0, progress: Progress | None = None) -> FeatureBank:
     """Embed every image's quick-mode views once (for k-fold over the same images)."""
     set_threads()

@@ -8,7 +8,8 @@ Recipe (measured on 2 CPU cores; see the module docstring of the detector for th
   visible, zoom-out onto a grey canvas (up to 1.6x), optional 2x2 mosaic, stretch-resize to the
   input size (what the runtime does), horizontal flip, brightness/contrast/saturation jitter.
 - the backbone stages at stride <= 8 are frozen (no gradients: autograd records nothing there),
-  all backbone BatchNorms use their ImageNet statistics (eval mode), channels_last memory format.
+  all backbone BatchNorms use their ImageNet statistics (eval mode), channels_last memory format,
+  and large tensors come from the heap instead of fresh memory maps (:mod:`falconet.training.heap`).
 - AdamW (weight decay 0.05, none on norms/biases), backbone lr 4x lower than neck/head, linear
   warmup then cosine decay defined over the *wall-clock* budget, gradient clipping, and an
   exponential moving average of the weights whose horizon follows the measured step rate.
@@ -39,7 +40,7 @@ from falconet.core.preprocess import InputContract, preprocess
 from falconet.data.types import Box, Sample
 from falconet.runtime.postprocess import BOX_VOTE_IOU, decode_detections
 from falconet.training.detector import Detector, build_detector, detection_loss
-from falconet.training.heap import heap_allocation
+from falconet.training.heap import on_heap
 from falconet.training.metrics.detection import PredictionTuple, resampled_maps
 
 ProgressFn = Callable[[dict], None]
@@ -533,6 +534,7 @@ def _lr_factor(t: float, warmup: float) -> float:
     return FINAL_LR + (1 - FINAL_LR) * 0.5 * (1 + math.cos(math.pi * p))
 
 
+@on_heap
 def train_detector(
     train: list[Sample],
     labels: list[str],
@@ -571,10 +573,9 @@ def train_detector(
     """
     threads_before = torch.get_num_threads()
     try:
-        with heap_allocation():  # large activations without fresh page faults each step (see heap)
-            return _train(train, labels, backbone=backbone, input_size=input_size, budget_s=budget_s, mode=mode,
-                          val=val, seed=seed, progress=progress, pretrained=pretrained, overrides=overrides,
-                          flip_tta=flip_tta)
+        return _train(train, labels, backbone=backbone, input_size=input_size, budget_s=budget_s, mode=mode,
+                      val=val, seed=seed, progress=progress, pretrained=pretrained, overrides=overrides,
+                      flip_tta=flip_tta)
     finally:  # the thread tuner changes a process-wide setting: put it back
         torch.set_num_threads(threads_before)
 

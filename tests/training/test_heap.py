@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from falconet.training.heap import heap_allocation
+from falconet.training.heap import heap_allocation, on_heap
 
 BLOCK = 64 * 2**20
 
@@ -52,6 +52,16 @@ def test_large_blocks_come_from_the_heap_inside_and_from_memory_maps_outside():
         assert applied
         assert _mapped_by_a_large_block() == 0
     assert _mapped_by_a_large_block() >= BLOCK  # defaults restored
+
+
+def test_on_heap_runs_the_function_inside_and_the_trainers_use_it():
+    from falconet.training import classification_trainer, detection_trainer
+
+    assert on_heap(_mapped_by_a_large_block)() == 0
+    assert _mapped_by_a_large_block() >= BLOCK
+    for entry in (classification_trainer.train_classifier, classification_trainer.build_bank,
+                  detection_trainer.train_detector):
+        assert entry.__code__ is on_heap(len).__code__, entry.__name__  # the wrapper's code runs first
 
 
 def test_the_freed_heap_goes_back_to_the_system_afterwards():
