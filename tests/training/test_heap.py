@@ -54,6 +54,14 @@ def test_large_blocks_come_from_the_heap_inside_and_from_memory_maps_outside():
     assert _mapped_by_a_large_block() >= BLOCK  # defaults restored
 
 
+def test_nested_uses_restore_the_defaults_only_at_the_outermost_exit():
+    with heap_allocation():
+        with heap_allocation() as applied:
+            assert applied
+        assert _mapped_by_a_large_block() == 0
+    assert _mapped_by_a_large_block() >= BLOCK
+
+
 def test_on_heap_runs_the_function_inside_and_the_trainers_use_it():
     from falconet.training import classification_trainer, detection_trainer
 
