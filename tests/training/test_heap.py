@@ -38,9 +38,11 @@ pytestmark = pytest.mark.skipif(LIBC is None, reason="needs glibc 2.33 or later 
 
 
 def _mapped_by_a_large_block() -> int:
-    """Bytes the memory maps grew by while a fresh 64 MiB array is alive."""
-    before = LIBC.mallinfo2().hblkhd
-    block = np.ones(BLOCK, dtype=np.uint8)
+    """Bytes the memory maps grew by while a fresh array is alive: 64 MiB more than the heap's
+    free bytes, so no free chunk left there by earlier tests can serve it (never touched)."""
+    info = LIBC.mallinfo2()
+    before = info.hblkhd
+    block = np.empty(info.fordblks + BLOCK, dtype=np.uint8)
     grew = LIBC.mallinfo2().hblkhd - before
     del block
     return grew
