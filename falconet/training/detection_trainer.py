@@ -194,8 +194,13 @@ class Augmenter:
             return canvas, np.concatenate(all_boxes), np.concatenate(all_classes)
         return canvas, np.zeros((0, 4), np.float32), np.zeros((0,), np.int64)
 
-    def sample(self, index: int, mosaic: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        if mosaic:
+    def sample(self, index: int, mosaic: bool, whole: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One augmented view; ``whole``: the whole image as the runtime sees it (flip and colour only)."""
+        if whole:
+            item = self.items[index]
+            view = item.image.resize((self.size, self.size), Image.Resampling.BILINEAR)
+            boxes, classes = item.boxes, item.classes
+        elif mosaic:
             view, boxes, classes = self._mosaic()
         else:
             view, boxes, classes = self._view(self.items[index], self.size, self.size, aspect_crop=False)
@@ -730,12 +735,13 @@ def _train(
         for g in optimizer.param_groups:
             g["lr"] = g["peak"] * lr_scale
         mosaic_p = float(recipe["mosaic"]) if t < MOSAIC_UNTIL else 0.0
+        whole = t >= float(recipe.get("whole_from", 1.0))
         batch = []
         for _ in range(batch_size):
             if not order:
                 order = list(range(len(items)))
                 rng.shuffle(order)
-            batch.append(augmenter.sample(order.pop(), mosaic=rng.random() < mosaic_p))
+            batch.append(augmenter.sample(order.pop(), mosaic=rng.random() < mosaic_p, whole=whole))
         images, gt_boxes, gt_labels = _collate(batch, input_size)
         outputs = model.forward_raw(images, with_bins=bool(model.box_bins))
         loss_options = recipe.get("loss", {})

@@ -328,3 +328,46 @@ def test_training_assigns_as_fcos_during_the_warm_up_then_task_aligned(tmp_path,
     assert asked == ["fcos"] * warm + ["default"] * (10 - warm)
     assert history["recipe"]["assign_warmup"] == trainer.ASSIGN_WARMUP
     assert inspect.signature(det.detection_loss).parameters["assigner"].default == "task"
+
+
+def test_whole_views_show_the_image_as_the_runtime_does_with_its_boxes(tmp_path):
+    """A whole view (the end of the schedule, ``whole_from``) is the uncropped image stretched to
+    the input size, mirrored or not, with its boxes following the mirror."""
+    from falconet.training.detection_trainer import Augmenter, _Item
+
+    pixels = np.zeros((90, 160, 3), dtype=np.uint8)
+    pixels[:, 80:] = 255  # the right half is white, and the box covers it
+    item = _Item(Image.fromarray(pixels), np.array([[0.5, 0.0, 1.0, 1.0]], dtype=np.float32), np.array([0]))
+    augmenter = Augmenter([item], 64, random.Random(0))
+    mirrored = 0
+    for _ in range(20):
+        array, boxes, classes = augmenter.sample(0, mosaic=False, whole=True)
+        assert array.shape == (64, 64, 3)
+        assert classes.tolist() == [0] and boxes.shape == (1, 4)
+        if boxes[0, 0] == 0.0:  # mirrored: the box and the white half are on the left
+            mirrored += 1
+            np.testing.assert_allclose(boxes[0], [0.0, 0.0, 0.5, 1.0])
+            inside, outside = array[:, :32], array[:, 32:]
+        else:
+            np.testing.assert_allclose(boxes[0], [0.5, 0.0, 1.0, 1.0])
+            inside, outside = array[:, 32:], array[:, :32]
+        assert inside.min() > outside.max()  # colour jitter keeps the order of intensities
+    assert 0 < mirrored < 20
+
+
+def test_training_ends_on_whole_views_from_whole_from(tmp_path, monkeypatch):
+    from falconet.training import detection_trainer as trainer
+
+    asked: list[bool] = []
+    real_sample = trainer.Augmenter.sample
+
+    def recording_sample(self, index, mosaic, whole=False):  # noqa: ANN001, ANN202
+        asked.append(whole)
+        return real_sample(self, index, mosaic, whole)
+
+    monkeypatch.setattr(trainer.Augmenter, "sample", recording_sample)
+    samples = _synthetic(tmp_path, count=4)
+    train_detector(samples, LABELS, backbone="efficientnet-lite0", input_size=SIZE, budget_s=60.0, mode="advanced",
+                   pretrained=False, seed=0,
+                   overrides={"batch_size": 2, "steps": 10, "warmup": 0.1, "threads": 1, "whole_from": 0.8})
+    assert asked == [False] * 16 + [True] * 4
