@@ -570,6 +570,8 @@ def train_detector(
     ``freeze_stride`` (backbone stages up to this output stride get no gradients; default 8),
     ``assign_warmup`` (the part of the schedule assigned as FCOS does; :data:`ASSIGN_WARMUP`),
     ``loss`` (keyword arguments for :func:`~falconet.training.detector.detection_loss`),
+    ``whole_from`` (from this part of the schedule on, views are whole images as the runtime sees
+    them, mirrored and colour-jittered only; 1.0, the default, never),
     ``box_bins`` (> 0: the distance-distribution box head, see
     :data:`~falconet.training.detector.BOX_BINS`; pair it with ``loss={"box_weight": 4.0}``).
 
