@@ -87,11 +87,22 @@ def run_one(spec: dict[str, Any], device: str) -> dict[str, Any]:
     test = list(read_dataset(test_dir, for_training=False).samples)
     truth = [[b for b in s.boxes if b.label in dataset.labels] for s in test]
     contract = InputContract(model.input_size, model.input_size, resize="stretch")
-    detections = trainer.predict_detector(model, [preprocess(s.path, contract) for s in test])
-    named = [[(dataset.labels[c], sc, *box) for (c, sc, *box) in d] for d in detections]
-    metrics = evaluate_detections(truth, named, dataset.labels)
+    images = [preprocess(s.path, contract) for s in test]
+
+    def score() -> dict[str, float]:
+        detections = trainer.predict_detector(model, images)
+        named = [[(dataset.labels[c], sc, *box) for (c, sc, *box) in d] for d in detections]
+        return evaluate_detections(truth, named, dataset.labels)
+
+    metrics = score()
+    model.set_mirror_view(not model.flip_tta)  # the same weights with the other view: a paired comparison
+    other = score()
+    model.set_mirror_view(not model.flip_tta)
+    key = "single_view" if model.flip_tta else "mirror_view"
     return {"name": spec["name"], "spec": spec, "map50": round(float(metrics["map50"]), 4),
-            "map50_95": round(float(metrics["map50_95"]), 4), "best_checkpoint": history["best_checkpoint"],
+            "map50_95": round(float(metrics["map50_95"]), 4),
+            key: {"map50": round(float(other["map50"]), 4), "map50_95": round(float(other["map50_95"]), 4)},
+            "best_checkpoint": history["best_checkpoint"],
             "checkpoints": history["checkpoints"], "steps": history["steps"], "seconds": round(seconds, 1)}
 
 

@@ -139,9 +139,10 @@ class Detector(nn.Module):
         self.register_buffer("centres", torch.cat([centre, centre], dim=1))
         self.register_buffer("anchor_strides", torch.cat(strides))
         self.register_buffer("ltrb_sign", torch.tensor([-1.0, -1.0, 1.0, 1.0]), persistent=False)
-        if self.flip_tta:  # seen in a mirror, a location's left and right distances trade places
-            # (a MatMul with a constant: the bin head already uses one, so no new op for converters)
-            self.register_buffer("swap_left_right", torch.eye(4)[[2, 1, 0, 3]], persistent=False)
+        # seen in a mirror, a location's left and right distances trade places (a MatMul with a
+        # constant: the bin head already uses one, so no new op for converters); unused, and so
+        # absent from the exported graph, without the mirror view
+        self.register_buffer("swap_left_right", torch.eye(4)[[2, 1, 0, 3]], persistent=False)
         self.num_anchors = int(self.centres.shape[0])
 
     # ------------------------------------------------------------------ construction helpers
@@ -176,6 +177,11 @@ class Detector(nn.Module):
             },
             "num_anchors": self.num_anchors,
         }
+
+    def set_mirror_view(self, on: bool) -> None:
+        """Switch the test-time mirror view on or off: it needs no weights of its own, so one trained
+        detector can be scored both ways (benchmarks/detector_ab.py does, paired)."""
+        self.flip_tta = bool(on)
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any], pretrained: bool = False) -> "Detector":

@@ -143,6 +143,25 @@ def test_detector_answer_to_the_mirror_image_is_the_mirrored_answer(mirror_detec
     assert not torch.allclose(one_m_scores[:, mirror], one_scores, atol=1e-3)
 
 
+def test_the_mirror_view_switches_on_and_off_on_trained_weights(mirror_detector: torch.nn.Module) -> None:
+    from falconet.training.detector import Detector
+
+    x = _scene()
+    net = Detector.from_config({**mirror_detector.config(), "flip_tta": False})
+    net.load_state_dict(mirror_detector.state_dict())
+    net.eval()
+    with torch.no_grad():
+        plain = net(x)
+        net.set_mirror_view(True)
+        mirrored = net(x)
+        want = mirror_detector(x)
+        net.set_mirror_view(False)
+        again = net(x)
+    assert net.config().get("flip_tta") is None and torch.equal(plain[1], again[1])
+    assert torch.equal(mirrored[0], want[0]) and torch.equal(mirrored[1], want[1])
+    assert not torch.allclose(mirrored[1], plain[1], atol=1e-3)
+
+
 @pytest.fixture(scope="module")
 def mirror_detection_package(detection_package: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The trained test detector with the mirror view switched on (same weights)."""
