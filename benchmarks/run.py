@@ -234,13 +234,23 @@ def _parity(row: dict[str, Any]) -> str:
 CURRENT_DETECTOR = "2026-11-27T22:30"
 
 
+def _domain(row: dict[str, Any]) -> str:
+    """A row's domain, with the backbone it had when that is no longer the domain's (general-detection
+    was EfficientNet-Lite2 at 416 px until 2026-11-29): rows of different models stay apart."""
+    from falconet.training.domains import DOMAINS
+
+    domain = DOMAINS.get(row["domain"])
+    backbone = row.get("backbone")
+    return row["domain"] if domain is None or not backbone or backbone == domain.backbone else f"{row['domain']} ({backbone})"
+
+
 def _detection_repeats(rows: list[dict[str, Any]]) -> list[str]:
     """Every run repeated at the current detector, with its spread: one budget-bound run says little
     (the same recipe has moved mAP@0.5 by 0.035 between runs on this VM)."""
     runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for row in rows:
         if row.get("map50") is not None and row["date"] >= CURRENT_DETECTOR:
-            runs.setdefault((row["run"], row["domain"]), []).append(row)
+            runs.setdefault((row["run"], _domain(row)), []).append(row)
     repeated = {key: group for key, group in sorted(runs.items()) if len(group) > 1}
     if not repeated:
         return []
@@ -268,7 +278,7 @@ def write_table() -> None:
     rows = [json.loads(l) for l in RESULTS.read_text().splitlines() if l.strip()] if RESULTS.exists() else []
     latest: dict[tuple[str, str], dict[str, Any]] = {}
     for row in rows:
-        latest[(row["run"], row["domain"])] = row
+        latest[(row["run"], _domain(row))] = row
     lines = [
         "# Benchmark results",
         "",
@@ -298,13 +308,13 @@ def write_table() -> None:
         "| run | domain | evaluation | images | mAP@0.5 | mAP@0.5:0.95 | precision | recall | train s | wall s | load | ONNX vs torch | machine | date |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for (name, _), r in sorted(latest.items()):
+    for (name, domain), r in sorted(latest.items()):
         if r.get("map50") is not None:
-            det_lines.append(f"| {name} | {r['domain']} | {r['evaluation']} | {r['evaluated_images']} | {_fmt(r['map50'])} | "
+            det_lines.append(f"| {name} | {domain} | {r['evaluation']} | {r['evaluated_images']} | {_fmt(r['map50'])} | "
                              f"{_fmt(r['map50_95'])} | {_fmt(r['precision'])} | {_fmt(r['recall'])} | {_fmt(r['train_seconds'])} | "
                              f"{_fmt(r['wall_seconds'])} | {_load(r)} | {_parity(r)} | {r['machine']} | {r['date']} |")
         else:
-            lines.append(f"| {name} | {r['domain']} | {r['evaluation']} | {r['evaluated_images']} | {_fmt(r['accuracy'], True)} | "
+            lines.append(f"| {name} | {domain} | {r['evaluation']} | {r['evaluated_images']} | {_fmt(r['accuracy'], True)} | "
                          f"{_fmt(r['map'])} | {_fmt(r['precision'])} | {_fmt(r['recall'])} | {_fmt(r['train_seconds'])} | "
                          f"{_fmt(r['wall_seconds'])} | {_load(r)} | {_parity(r)} | {r['machine']} | {r['date']} |")
     det_lines += _detection_repeats(rows)
