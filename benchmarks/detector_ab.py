@@ -95,10 +95,11 @@ def run_one(spec: dict[str, Any], device: str) -> dict[str, Any]:
         return evaluate_detections(truth, named, dataset.labels)
 
     metrics = score()
-    model.set_mirror_view(not model.flip_tta)  # the same weights with the other view: a paired comparison
+    trained_view = model.flip_tta
+    model.set_mirror_view(not trained_view)  # the same weights with the other view: a paired comparison
     other = score()
-    model.set_mirror_view(not model.flip_tta)
-    key = "single_view" if model.flip_tta else "mirror_view"
+    model.set_mirror_view(trained_view)
+    key = "single_view" if trained_view else "mirror_view"
     return {"name": spec["name"], "spec": spec, "map50": round(float(metrics["map50"]), 4),
             "map50_95": round(float(metrics["map50_95"]), 4),
             key: {"map50": round(float(other["map50"]), 4), "map50_95": round(float(other["map50_95"]), 4)},

@@ -235,8 +235,9 @@ CURRENT_DETECTOR = "2026-11-27T22:30"
 
 
 def _domain(row: dict[str, Any]) -> str:
-    """A row's domain, with the backbone it had when that is no longer the domain's (general-detection
-    was EfficientNet-Lite2 at 416 px until 2026-11-29): rows of different models stay apart."""
+    """A row's domain, with the backbone it was trained on when that is not the domain's (the three
+    general-detection runs on EfficientNet-Lite0 of 2026-11-29, from a commit since reverted): rows
+    of different models stay apart."""
     from falconet.training.domains import DOMAINS
 
     domain = DOMAINS.get(row["domain"])
