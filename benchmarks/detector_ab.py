@@ -6,12 +6,12 @@ makes comparing a dozen variants over several seeds impossible. Here every varia
 the step count a CPU run reaches in its budget (raccoon advanced: ~280 steps of 16 in 540 s), on
 the same inner split the pipeline uses (15 % of the training side chooses the checkpoint), and is
 scored on the held-out split with the runtime's post-processing. Variants are recipe overrides
-(see ``train_detector``), the centre-sampling radius or the input size.
+(see ``train_detector``), the centre-sampling radius, the input size or the backbone.
 
     python benchmarks/detector_ab.py SPECS.json [--procs 9] [--deadline 300] [--device cuda]
 
 SPECS.json is a list of {"name", "data" (a run.py split: raccoon, fruit, fork-scissors),
-"steps", "seed", "overrides", "radius", "input_size", "constants" (detector module constants to
+"steps", "seed", "overrides", "radius", "input_size", "backbone", "constants" (detector module constants to
 set, such as ``{"_TASK_TOPK": 16}``)}. Runs go in parallel, one process each,
 one thread each. With ``--device cuda`` the default device is set so the model and the target
 assignment live there, and batch collation is wrapped to move each batch to the GPU (prediction
@@ -82,7 +82,7 @@ def run_one(spec: dict[str, Any], device: str) -> dict[str, Any]:
     model, history = trainer.train_detector(
         inner, dataset.labels, budget_s=1e9, mode=spec.get("mode", "advanced"),
         val=inner_val, seed=int(spec.get("seed", 0)), overrides=overrides,
-        input_size=int(spec.get("input_size", 320)))
+        input_size=int(spec.get("input_size", 320)), backbone=spec.get("backbone", "efficientnet-lite0"))
     seconds = time.time() - started
     test = list(read_dataset(test_dir, for_training=False).samples)
     truth = [[b for b in s.boxes if b.label in dataset.labels] for s in test]
