@@ -172,6 +172,7 @@ def run(name: str, domain: str | None = None, keep: bool = False) -> dict[str, A
         history = m.training["history"]
         row = {
             "run": name, "dataset": spec["data"], "mode": spec["mode"], "domain": m.domain, "backbone": m.backbone,
+            "input_size": m.input.width,
             "budget_s": spec.get("budget"), "evaluation": m.training["split"]["method"],
             "evaluated_images": m.training["split"]["evaluated_images"],
             "accuracy": m.metrics.get("accuracy"), "map": m.metrics.get("map"),
@@ -235,14 +236,16 @@ CURRENT_DETECTOR = "2026-11-27T22:30"
 
 
 def _domain(row: dict[str, Any]) -> str:
-    """A row's domain, with the backbone it was trained on when that is not the domain's (the three
-    general-detection runs on EfficientNet-Lite0 of 2026-11-29, from a commit since reverted): rows
-    of different models stay apart."""
+    """A row's domain, with the backbone and input size it was trained at when those are not the
+    domain's now (general-detection was EfficientNet-Lite2 at 416 px until 2026-11-29, and for one
+    reverted commit Lite0 at 320): rows of different models stay apart."""
     from falconet.training.domains import DOMAINS
 
     domain = DOMAINS.get(row["domain"])
-    backbone = row.get("backbone")
-    return row["domain"] if domain is None or not backbone or backbone == domain.backbone else f"{row['domain']} ({backbone})"
+    backbone, size = row.get("backbone"), row.get("input_size")
+    if domain is None or not backbone or (backbone == domain.backbone and size in (None, domain.input_size)):
+        return row["domain"]
+    return f"{row['domain']} ({backbone}{f' at {size} px' if size else ''})"
 
 
 def _detection_repeats(rows: list[dict[str, Any]]) -> list[str]:
