@@ -140,12 +140,12 @@ def counterpart(det: Any, candidates: Sequence[Any], candidate_boxes: np.ndarray
     if not same:
         return None
     ious = iou_matrix(np.array([det.bounding_box.to_xyxy()]), candidate_boxes[same])[0]
-    diffs = np.array([abs(det.probability - candidates[j].probability) for j in same])
-    near = np.flatnonzero(ious >= BOX_IOU_MIN)
-    if near.size == 0:
+    near = [(abs(det.probability - candidates[j].probability), float(iou)) for j, iou in zip(same, ious)
+            if iou >= BOX_IOU_MIN]
+    if not near:
         return None
-    k = int(near[diffs[near].argmin()])
-    return (float(ious[k]), float(diffs[k])) if diffs[k] <= tolerance else None
+    diff, iou = min(near, key=lambda d_i: (d_i[0], -d_i[1]))  # equal scores: the closer box
+    return (iou, diff) if diff <= tolerance else None
 
 
 def _detection_parity(reference: Predictor, candidate: Predictor, images: Sequence[Path],
@@ -183,7 +183,7 @@ def check(figures: dict[str, Any], task: str, tolerance: float = FP32_TOLERANCE)
     if task == DETECTION:
         if figures["match_rate"] < MIN_MATCH_RATE:
             problems.append(f"only {figures['matched_detections']}/{figures['reference_detections']} detections matched "
-                            f"(IoU >= {BOX_IOU_MIN}; {figures['nms_tie_flips']} more were NMS tie flips)")
+                            f"(IoU >= {BOX_IOU_MIN}, score within {tolerance:.0e}; {figures['nms_tie_flips']} more were NMS tie flips)")
         # a matched detection's score is within the tolerance by definition (see counterpart)
         for key in ("raw_max_score_diff", "raw_max_box_diff"):
             if figures[key] > tolerance:
