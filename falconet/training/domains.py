@@ -60,6 +60,11 @@ DOMAINS: dict[str, Domain] = {
             custom_vision_id="ee85a74c-405e-4adc-bb47-ffa8ca0c9f31",
         ),
         Domain(
+            # Lite2 at the same 320 px costs 1.45x the inference (ONNX, 1 thread: 24.6 against
+            # 17.0 ms; 17.8 against 12.2 MB) and ~1.2x per training step. It led a fixed-step A/B
+            # on raccoon (mAP@0.5:0.95 0.585 against 0.565, two and four seeds), but two 540 s
+            # run.py raccoon runs scored 0.943 / 0.555 and 0.941 / 0.580 (~465 steps) against
+            # Lite0's 0.946 / 0.585 (five runs, ~600 steps) on the same CPU, 2026-11-29. Kept Lite0.
             "general-compact-detection", "detection", "efficientnet-lite0", 320,
             "Anchor-free single-stage detector on EfficientNet-Lite0 at 320 px (ImageNet-1k backbone "
             "weights, detection head trained from your boxes); exportable.",
