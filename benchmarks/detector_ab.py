@@ -63,6 +63,7 @@ def run_one(spec: dict[str, Any], device: str) -> dict[str, Any]:
     from falconet.core.preprocess import InputContract, preprocess
     from falconet.training import detection_trainer as trainer
     from falconet.training import detector
+    from falconet.training.domains import get_domain
     from falconet.training.metrics.detection import evaluate_detections
     from falconet.training.pipeline import detection_inner_split, read_dataset
 
@@ -78,11 +79,12 @@ def run_one(spec: dict[str, Any], device: str) -> dict[str, Any]:
     samples = list(dataset.samples)
     inner, inner_val = detection_inner_split(samples, 0)  # the pipeline's, for seed 0 whatever the spec's
     overrides = {"steps": int(spec["steps"]), "threads": 1, "fuse": device == "cpu", **spec.get("overrides", {})}
+    shipped = get_domain("general-compact", "detection")  # what a spec does not name
     started = time.time()
     model, history = trainer.train_detector(
         inner, dataset.labels, budget_s=1e9, mode=spec.get("mode", "advanced"),
         val=inner_val, seed=int(spec.get("seed", 0)), overrides=overrides,
-        input_size=int(spec.get("input_size", 320)), backbone=spec.get("backbone", "efficientnet-lite0"))
+        input_size=int(spec.get("input_size", shipped.input_size)), backbone=spec.get("backbone", shipped.backbone))
     seconds = time.time() - started
     test = list(read_dataset(test_dir, for_training=False).samples)
     truth = [[b for b in s.boxes if b.label in dataset.labels] for s in test]
