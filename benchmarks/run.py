@@ -248,9 +248,16 @@ def _domain(row: dict[str, Any]) -> str:
     return f"{row['domain']} ({backbone}{f' at {size} px' if size else ''})"
 
 
+def _cpu(row: dict[str, Any]) -> str:
+    """The CPU part of a row's machine description (``2 cores of X (features), ...`` -> ``X``)."""
+    machine = row.get("machine", "")
+    return machine.split(" of ", 1)[-1].split(" (", 1)[0].split(",", 1)[0].strip() or "-"
+
+
 def _detection_repeats(rows: list[dict[str, Any]]) -> list[str]:
     """Every run repeated at the current detector, with its spread: one budget-bound run says little
-    (the same recipe has moved mAP@0.5 by 0.035 between runs on this VM)."""
+    (the same recipe has moved mAP@0.5 by 0.035 between runs on this VM). Runs from different CPUs
+    train different step counts, so each CPU gets its own line under the pooled one."""
     runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for row in rows:
         if row.get("map50") is not None and row["date"] >= CURRENT_DETECTOR:
@@ -259,17 +266,28 @@ def _detection_repeats(rows: list[dict[str, Any]]) -> list[str]:
     if not repeated:
         return []
     lines = ["", f"### Detection runs repeated since {CURRENT_DETECTOR}", "",
-             "A budget-bound run's training steps depend on the CPU it ran on (see each row's machine), so",
-             "they are listed beside the scores.", "",
-             "| run | domain | runs | mAP@0.5 mean (each) | mAP@0.5:0.95 mean (each) | training steps (each) |",
-             "|---|---|---|---|---|---|"]
-    for (name, domain), group in repeated.items():
+             "A budget-bound run's training steps depend on the CPU it ran on, so they are listed beside the",
+             "scores, and where the runs come from more than one CPU each CPU has its own line under the pooled one.", "",
+             "| run | domain | CPU | runs | mAP@0.5 mean (each) | mAP@0.5:0.95 mean (each) | training steps (each) |",
+             "|---|---|---|---|---|---|---|"]
+
+    def line(name: str, domain: str, cpu: str, group: list[dict[str, Any]]) -> str:
         cells = []
         for key in ("map50", "map50_95"):
             values = [r[key] for r in group]
             cells.append(f"{sum(values) / len(values):.3f} ({', '.join(f'{v:.3f}' for v in values)})")
         steps = ", ".join(str((r.get("history") or {}).get("steps", "-")) for r in group)
-        lines.append(f"| {name} | {domain} | {len(group)} | {cells[0]} | {cells[1]} | {steps} |")
+        return f"| {name} | {domain} | {cpu} | {len(group)} | {cells[0]} | {cells[1]} | {steps} |"
+
+    for (name, domain), group in repeated.items():
+        by_cpu: dict[str, list[dict[str, Any]]] = {}
+        for r in group:
+            by_cpu.setdefault(_cpu(r), []).append(r)
+        if len(by_cpu) == 1:
+            lines.append(line(name, domain, next(iter(by_cpu)), group))
+            continue
+        lines.append(line(name, domain, "all", group))
+        lines += [line(name, domain, cpu, members) for cpu, members in sorted(by_cpu.items())]
     return lines
 
 
@@ -327,7 +345,8 @@ def write_table() -> None:
                          f"{_fmt(r['wall_seconds'])} | {_load(r)} | {_parity(r)} | {r['machine']} | {r['date']} |")
     det_lines += _detection_repeats(rows)
     extra: list[str] = []
-    for module in ("exports", "http_load", "box_voting", "detector_ab", "checkpoint_trajectory"):  # sections other benchmark scripts own, when they have results
+    for module in ("exports", "http_load", "box_voting", "detector_ab", "checkpoint_trajectory",
+                   "weight_averaging"):  # sections other benchmark scripts own, when they have results
         try:
             extra += _section(__import__(module))
         except ImportError:
