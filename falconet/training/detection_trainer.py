@@ -439,6 +439,7 @@ class _EMA:
         self.updates = 0
         self.decay = 0.99
         self.pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.names: list[str] = []  # what is averaged, by state-dict name
 
     def track(self, model: torch.nn.Module) -> None:
         shadow = {**dict(self.shadow.named_parameters()), **dict(self.shadow.named_buffers())}
@@ -447,6 +448,7 @@ class _EMA:
         buffers = dict(model.named_buffers())
         names += [n for n, b in buffers.items() if not n.startswith("backbone.") and b.dtype.is_floating_point]
         self.pairs = [(shadow[n].data, (live[n] if n in live else buffers[n]).detach()) for n in names]
+        self.names = names
 
     @torch.no_grad()
     def update(self) -> None:
