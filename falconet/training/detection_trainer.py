@@ -767,7 +767,9 @@ def _train(
         rate = train_clock / step
         est_total = fixed_steps or max(step, int(round(train_budget / rate)))
         if step == 5 or step % 20 == 0:
-            # EMA horizon ~5 % of the run (half-life), never shorter than a few steps
+            # EMA horizon ~5 % of the run (half-life), never shorter than a few steps; paired on the
+            # same runs (benchmarks/weight_averaging.py, 7 runs) no other average of the trajectory
+            # beat it by more than 0.003 mAP@0.5:0.95, and a 20 % half-life lost ~0.009
             half_life = max(3.0, 0.05 * est_total)
             ema.decay = 0.5 ** (1.0 / half_life)
         if step % 5 == 0 or step == 1:
