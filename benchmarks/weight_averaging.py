@@ -63,14 +63,6 @@ def averaging_ema(base: type, progress: dict[str, int]) -> type:
             for name in [*HALF_LIFE_RATIOS, *SWA_TAILS]:
                 self.others[name] = {"model": copy.deepcopy(self.shadow), "pairs": [], "count": 0}
 
-        @property
-        def decay(self) -> float:
-            return self._decay
-
-        @decay.setter
-        def decay(self, value: float) -> None:
-            self._decay = value
-
         def track(self, model: torch.nn.Module) -> None:
             super().track(model)
             live = dict([*model.named_parameters(), *model.named_buffers()])
@@ -82,13 +74,13 @@ def averaging_ema(base: type, progress: dict[str, int]) -> type:
         def update(self) -> None:
             super().update()
             warm = (1 + self.updates) / (10 + self.updates)
-            base_log = math.log(self._decay)
+            base_log = math.log(self.decay)  # the trainer sets the shipped decay as it goes
             for name, other in self.others.items():
                 if name in HALF_LIFE_RATIOS:
                     ratio = HALF_LIFE_RATIOS[name]
-                    # the shipped decay is 0.5 ** (1 / h); a half-life ratio * h has log-decay log(d) / ratio
-                    # the shipped warm-up cap for the shorter horizons; a longer one is capped by the plain
-                    # mean of every step so far, which no average can exceed
+                    # the shipped decay is 0.5 ** (1 / h); a half-life ratio * h has log-decay log(d) / ratio.
+                    # The shorter horizons keep the shipped warm-up cap; a longer one is capped by the
+                    # plain mean of every step so far, which no average can exceed
                     cap = warm if ratio <= 1 else self.updates / (self.updates + 1)
                     d = 0.0 if ratio == 0 else min(cap, math.exp(base_log / ratio))
                 else:
