@@ -39,8 +39,8 @@ HERE = Path(__file__).resolve().parent
 OUT = HERE / "results"
 ROWS = OUT / "weight_averaging.jsonl"
 TABLE = OUT / "weight_averaging.md"
-#: what benchmarks/run.py gives the advanced detection runs
-BUDGET_S = {"raccoon": 540, "fruit": 540, "fork-scissors": 300}
+#: the detection sets; each trains with the budget benchmarks/run.py gives its advanced run
+DATA = ("fork-scissors", "fruit", "raccoon")
 #: half-lives as a multiple of the shipped one (5 % of the run); 0 = the raw weights
 HALF_LIFE_RATIOS = {"ema-hl0": 0.0, "ema-hl2.5": 0.5, "ema-hl10": 2.0, "ema-hl20": 4.0}
 #: uniform averages over the last part of the schedule
@@ -124,6 +124,7 @@ def run_averages(data: str, seed: int, budget_s: float | None = None) -> dict[st
             progress["total"] = int(event["total"])
 
     domain = get_domain("general-compact", "detection")
+    budget_s = budget_s or bench.RUNS[f"{data}-advanced"]["budget"]
     trainer._EMA = ema_factory
     try:
         with tempfile.TemporaryDirectory() as work:
@@ -132,7 +133,7 @@ def run_averages(data: str, seed: int, budget_s: float | None = None) -> dict[st
             samples, inner_val = detection_inner_split(list(train.samples), seed)
             model, history = trainer.train_detector(
                 samples, train.labels, backbone=domain.backbone, input_size=domain.input_size,
-                budget_s=budget_s or BUDGET_S[data], mode="advanced", val=inner_val, seed=seed, progress=on_progress)
+                budget_s=budget_s, mode="advanced", val=inner_val, seed=seed, progress=on_progress)
             contract = InputContract(domain.input_size, domain.input_size, resize="stretch")
             test_samples = list(test.samples)
             images = [preprocess(s.path, contract) for s in test_samples]
@@ -153,7 +154,7 @@ def run_averages(data: str, seed: int, budget_s: float | None = None) -> dict[st
     model.set_mirror_view(True)  # the shipped weights with the test-time mirror view, also paired
     scores[MIRROR] = score(model)
     model.set_mirror_view(False)
-    return {"data": data, "seed": seed, "budget_s": budget_s or BUDGET_S[data], "steps": history["steps"], "kept_last_checkpoint": kept_last,
+    return {"data": data, "seed": seed, "budget_s": budget_s, "steps": history["steps"], "kept_last_checkpoint": kept_last,
             "swa_steps": {n: ema.others[n]["count"] for n in SWA_TAILS}, "scores": scores,
             "machine": bench.machine()}
 
@@ -192,7 +193,7 @@ def write_table() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("data", choices=sorted(BUDGET_S))
+    parser.add_argument("data", choices=DATA)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--budget", type=float, help="seconds (default: what run.py gives the advanced run)")
     parser.add_argument("--rows", type=Path, default=ROWS, help="where to append the row (a smoke run: elsewhere)")
