@@ -100,9 +100,7 @@ def main() -> None:
         if not (package / "model.onnx").is_file():
             raise SystemExit(f"{package} has no model.onnx: keep it with `python benchmarks/run.py RUN --keep` first")
         row = compare(package, _run_name(package))
-        row.update(bench.stamp())
-        bench.append_row(ROWS, row)
-        print(json.dumps(row))
+        bench.record(ROWS, row)
     write_table()
 
 

@@ -82,9 +82,7 @@ def main() -> None:
     row = trajectory(args.data, args.seed, args.holdout)
     import run as bench
 
-    row.update(bench.stamp())
-    bench.append_row(ROWS, row)
-    print(json.dumps(row))
+    bench.record(ROWS, row)
     write_table()
 
 

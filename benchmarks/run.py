@@ -137,6 +137,13 @@ def append_row(path: Path, row: dict[str, Any]) -> None:
         fh.write(json.dumps(row) + "\n")
 
 
+def record(path: Path, row: dict[str, Any]) -> None:
+    """An analysis script's row: stamped with when and by which commit, appended, and shown."""
+    row.update(stamp())
+    append_row(path, row)
+    print(json.dumps(row))
+
+
 def machine() -> str:
     """The CPU with the instruction-set features speed depends on (int8 files need VNNI or SDOT to gain)."""
     import torch
@@ -346,7 +353,7 @@ def write_table() -> None:
     det_lines += _detection_repeats(rows)
     extra: list[str] = []
     for module in ("exports", "http_load", "box_voting", "detector_ab", "checkpoint_trajectory",
-                   "weight_averaging"):  # sections other benchmark scripts own, when they have results
+                   "weight_averaging", "box_errors"):  # sections other benchmark scripts own, when they have results
         try:
             extra += _section(__import__(module))
         except ImportError:

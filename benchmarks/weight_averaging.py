@@ -202,9 +202,7 @@ def main() -> None:
     row = run_averages(args.data, args.seed, args.budget)
     import run as bench
 
-    row.update(bench.stamp())
-    bench.append_row(args.rows, row)
-    print(json.dumps(row))
+    bench.record(args.rows, row)
     if args.rows == ROWS:
         write_table()
 

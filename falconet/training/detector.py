@@ -30,8 +30,10 @@ Design (FCOS family, sized for 15-300 training images and a CPU):
   dense output per location, as without it, so NMS, voting and every runtime stay as they are.
   It costs a second pass. Measured after the fact on three compact raccoon detectors (40 test
   images): mAP@0.5:0.95 0.562 -> 0.586, 0.554 -> 0.552, 0.547 -> 0.577 (mean +0.017), mAP@0.5
-  -0.003 to -0.008; fruit (60 images) 0.873 / 0.537 -> 0.876 / 0.548. The ``general`` domain's
-  own detectors: raccoon 0.977 / 0.568 -> 0.980 / 0.570, fruit 0.859 / 0.515 -> 0.848 / 0.533.
+  -0.003 to -0.008; fruit (60 images) 0.873 / 0.537 -> 0.876 / 0.548. The detectors of the
+  earlier ``general`` domain (EfficientNet-Lite2 at 416 px): raccoon 0.977 / 0.568 -> 0.980 /
+  0.570, fruit 0.859 / 0.515 -> 0.848 / 0.533. Later paired figures are in
+  :mod:`falconet.training.domains`.
 
 Everything is Conv2d / BatchNorm2d / ReLU / nearest Resize / Reshape / Transpose / Concat / Exp /
 Sigmoid / Sqrt / Clip (the bin head: Softmax and a MatMul with a constant instead of Exp; the
