@@ -35,25 +35,23 @@ def side_errors(truth: Sequence[Sequence[Any]], found: Sequence[Sequence[tuple]]
 
     ``truth``: per image, boxes with ``label, x1, y1, x2, y2``; ``found``: per image, tuples
     (label, score, x1, y1, x2, y2) as the runtime returns them."""
+    from falconet.core.boxes import iou_matrix
+
     ious: list[float] = []
     offsets: list[list[float]] = []
     missed = 0
     for boxes, detections in zip(truth, found):
         for g in boxes:
-            w, h = g.x2 - g.x1, g.y2 - g.y1
-            best = None
-            for label, score, x1, y1, x2, y2 in detections:
-                if label != g.label:
-                    continue
-                inter = max(0.0, min(x2, g.x2) - max(x1, g.x1)) * max(0.0, min(y2, g.y2) - max(y1, g.y1))
-                iou = inter / ((x2 - x1) * (y2 - y1) + w * h - inter)
-                if iou >= 0.5 and (best is None or score > best[0]):
-                    best = (score, iou, x1, y1, x2, y2)
-            if best is None:
+            mine = [d for d in detections if d[0] == g.label]
+            overlaps = iou_matrix(np.array([[g.x1, g.y1, g.x2, g.y2]]), np.array([d[2:] for d in mine]))[0]
+            matched = [k for k in range(len(mine)) if overlaps[k] >= 0.5]
+            if not matched:
                 missed += 1
                 continue
-            _, iou, x1, y1, x2, y2 = best
-            ious.append(iou)
+            best = max(matched, key=lambda k: mine[k][1])  # the highest-scoring overlap, as mAP@0.5 ranks
+            x1, y1, x2, y2 = mine[best][2:]
+            w, h = g.x2 - g.x1, g.y2 - g.y1
+            ious.append(float(overlaps[best]))
             offsets.append([(x1 - g.x1) / w, (y1 - g.y1) / h, (x2 - g.x2) / w, (y2 - g.y2) / h])
     if not ious:
         return {"boxes": missed, "matched": 0}
@@ -73,8 +71,7 @@ def measure(data: str, domain: str | None = None) -> dict[str, Any]:
     from falconet.runtime import load
     from falconet.training.pipeline import detection_inner_split, read_dataset
 
-    name = f"{data}-advanced" + (f"-{domain}" if domain else "")  # as run.py --keep names it
-    package = bench.PACKAGES / name
+    package = bench.kept_package(f"{data}-advanced", domain)
     if not package.is_dir():
         hint = f" --domain {domain}" if domain else ""
         raise SystemExit(f"no kept package at {package}: run `benchmarks/run.py {data}-advanced{hint} --keep` first")
@@ -87,11 +84,11 @@ def measure(data: str, domain: str | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {"data": data, "package": package.name, "domain": manifest.domain,
                            "backbone": manifest.backbone, "input_size": manifest.input.width,
                            "map50_95": manifest.metrics.get("map50_95"), "groups": {}}
-    for name, samples in groups.items():
+    for group, samples in groups.items():
         found = predictor.predict_batch([s.path for s in samples], threshold=0.0)
         named = [[(p.tag_name, p.probability, *p.bounding_box.to_xyxy()) for p in preds] for preds in found]
         truth = [[b for b in s.boxes if b.label in predictor.labels] for s in samples]
-        out["groups"][name] = {"images": len(samples), **side_errors(truth, named)}
+        out["groups"][group] = {"images": len(samples), **side_errors(truth, named)}
     out["machine"] = bench.machine()
     return out
 

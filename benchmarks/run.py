@@ -159,6 +159,11 @@ def machine() -> str:
 PACKAGES = HERE / "packages"
 
 
+def kept_package(name: str, domain: str | None = None) -> Path:
+    """Where ``--keep`` puts run ``name``'s package (trained with ``domain`` when one was given)."""
+    return PACKAGES / (name if domain is None else f"{name}-{domain}")
+
+
 def run(name: str, domain: str | None = None, keep: bool = False) -> dict[str, Any]:
     from falconet.training.pipeline import TrainRequest, train_package
 
@@ -196,7 +201,7 @@ def run(name: str, domain: str | None = None, keep: bool = False) -> dict[str, A
         if keep:
             # The held-out/validation images stay reachable: the split points at the shared datasets
             # (raccoon and fork-scissors at symlinked folders, which are re-created next to the package).
-            target = PACKAGES / (name if domain is None else f"{name}-{domain}")
+            target = kept_package(name, domain)
             shutil.rmtree(target, ignore_errors=True)
             shutil.copytree(work / "package", target)
             for folder in work.iterdir():

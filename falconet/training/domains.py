@@ -74,7 +74,7 @@ DOMAINS: dict[str, Domain] = {
             # Lite0 at 384 px with the test-time mirror view (see falconet.training.detector).
             # On 2 CPU cores a 10-minute budget is step-bound, and until 2026-12-07 this domain
             # was Lite2 at 416 px: ~140 steps in 9 minutes, raccoon 0.951 / 0.519, fruit 0.848 /
-            # 0.533 (mAP@0.5 / mAP@0.5:0.95), below general-compact's 0.948 / 0.576 (14 runs)
+            # 0.533 (mAP@0.5 / mAP@0.5:0.95), below general-compact's 0.948 / 0.575 (15 runs)
             # and 0.913 / 0.592 (6 runs). Lite2 at 320 and 352 px did no better on raccoon (0.942 /
             # 0.568 and 0.939 / 0.569, two runs each). Lite0 at 384 px (1.44x the pixels of 320)
             # trains ~320 steps in the same time on the Xeon VM: raccoon 0.966 / 0.571 (0.961 /
